@@ -1,0 +1,80 @@
+// Shared by the shipped scripts: the stage's scenario from LP_* variables set by the
+// runner, 429 counted apart from errors, p(99) in the summary, and the summary file.
+import http from 'k6/http';
+import { Counter } from 'k6/metrics';
+
+export const rateLimited = new Counter('rate_limited');
+
+// 429 is load shedding, not a failure: keep it out of http_req_failed, count it apart.
+http.setResponseCallback(http.expectedStatuses({ min: 200, max: 399 }, 429));
+
+export function target() {
+  const url = __ENV.LP_TARGET;
+  if (!url) {
+    throw new Error('LP_TARGET is not set: pass the base URL of the service under test');
+  }
+  return url.replace(/\/+$/, '');
+}
+
+export function noteStatus(res) {
+  if (res.status === 429) {
+    rateLimited.add(1);
+  }
+  return res;
+}
+
+function scenario(model, level, duration, startTime, phase) {
+  const tags = { phase: phase };
+  if (model === 'rate') {
+    return {
+      executor: 'constant-arrival-rate',
+      rate: level,
+      timeUnit: '1s',
+      duration: duration,
+      preAllocatedVUs: Math.max(10, Math.ceil(level / 10)),
+      maxVUs: Math.max(50, level * 2),
+      startTime: startTime,
+      gracefulStop: '5s',
+      tags: tags,
+    };
+  }
+  return {
+    executor: 'constant-vus',
+    vus: level,
+    duration: duration,
+    startTime: startTime,
+    gracefulStop: '5s',
+    tags: tags,
+  };
+}
+
+export function stageOptions() {
+  const model = __ENV.LP_MODEL || 'vus';
+  const level = parseInt(__ENV.LP_LEVEL || '1', 10);
+  const duration = __ENV.LP_DURATION || '10s';
+  const warmup = __ENV.LP_WARMUP || '';
+  const scenarios = {};
+  if (warmup && warmup !== '0s') {
+    scenarios.warmup = scenario(model, level, warmup, '0s', 'warmup');
+  }
+  scenarios.main = scenario(model, level, duration, warmup && warmup !== '0s' ? warmup : '0s', 'main');
+  return {
+    scenarios: scenarios,
+    summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
+    discardResponseBodies: false,
+    thresholds: {
+      // sub-metrics so the summary carries the measured (non-warm-up) figures apart
+      'http_req_duration{scenario:main}': [],
+      'http_req_failed{scenario:main}': [],
+      'http_reqs{scenario:main}': [],
+    },
+  };
+}
+
+export function writeSummary(data) {
+  const out = {};
+  if (__ENV.LP_SUMMARY_PATH) {
+    out[__ENV.LP_SUMMARY_PATH] = JSON.stringify(data);
+  }
+  return out;
+}

@@ -1,0 +1,67 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .api.routes import health, tasks
+from .db import create_schema, make_engine, worker_view
+from .middleware import ServiceMiddleware
+from .resilience import BreakerState, CircuitBreaker, TokenBucket
+from .settings import Settings
+from .state import AppState, breaker_transition_recorder
+from .telemetry import Telemetry
+from .worker import worker_loop
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    """Build the service for ``settings`` against the database at ``database_url``."""
+    telemetry = Telemetry()
+    limiter = (TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst)
+               if settings.rate_limit_enabled else None)
+    breaker = None
+    if settings.breaker_enabled:
+        breaker = CircuitBreaker(settings.breaker_failure_threshold,
+                                 settings.breaker_reset_timeout_s,
+                                 on_transition=breaker_transition_recorder(telemetry))
+        telemetry.breaker_state.labels(BreakerState.CLOSED.value).set(1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(database_url, settings)
+        worker_engine = (make_engine(database_url, settings, pool_size=settings.worker_pool_size,
+                                     max_overflow=0)
+                         if settings.separate_worker_pool else engine)
+        await create_schema(worker_view(engine))
+        state = AppState(settings, engine, worker_engine, telemetry, limiter, breaker)
+        app.state.orchestrator = state
+        for _ in range(settings.workers):
+            state.worker_tasks.append(asyncio.create_task(
+                worker_loop(worker_view(worker_engine), settings.worker_batch, settings.worker_idle_sleep_s,
+                            telemetry, state.stopping)))
+        try:
+            yield
+        finally:
+            state.stopping.set()
+            await asyncio.gather(*state.worker_tasks, return_exceptions=True)
+            if worker_engine is not engine:
+                await worker_engine.dispose()
+            await engine.dispose()
+
+    app = FastAPI(title="orchestrator", version="1.0", lifespan=lifespan)
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "internal server error",
+                             "error": exc.__class__.__name__}, status_code=500)
+
+    app.add_middleware(ServiceMiddleware, telemetry=telemetry,
+                       max_body_bytes=settings.max_body_bytes, limiter=limiter)
+    return app

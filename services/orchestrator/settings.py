@@ -1,0 +1,107 @@
+"""One settings class for the reference service: profile file < environment < explicit overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+
+class ProfileError(ValueError):
+    """A profile name, file or value that cannot be used; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables use the ORCHESTRATOR_ prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="forbid")
+
+    profile: str = "custom"
+    database_url: str | None = Field(default=None, description="None starts embedded PostgreSQL")
+    data_dir: Path | None = Field(default=None, description="embedded PostgreSQL data folder")
+
+    # connection pool
+    pool_size: int = Field(default=5, ge=1, le=200)
+    max_overflow: int = Field(default=0, ge=0, le=500)
+    pool_timeout_s: float = Field(default=30.0, gt=0)
+    pool_recycle_s: int = -1
+    pool_pre_ping: bool = False
+
+    # load shedding
+    rate_limit_enabled: bool = False
+    rate_limit_rps: float = Field(default=1000.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+
+    # circuit breaker around the database
+    breaker_enabled: bool = False
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_timeout_s: float = Field(default=2.0, gt=0)
+
+    # per-request deadline in seconds; 0 disables it
+    request_timeout_s: float = Field(default=0.0, ge=0)
+
+    # background workers
+    separate_worker_pool: bool = False
+    worker_pool_size: int = Field(default=4, ge=1, le=100)
+    workers: int = Field(default=4, ge=0, le=64)
+    worker_batch: int = Field(default=1, ge=1, le=1000)
+    worker_idle_sleep_s: float = Field(default=0.05, gt=0)
+
+    # request limits
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    list_limit_max: int = Field(default=100, ge=1)
+
+    def knobs(self) -> dict[str, Any]:
+        """The settings that shape behaviour, for manifests and reports (no secrets, no paths)."""
+        return self.model_dump(exclude={"database_url", "data_dir"}, mode="json")
+
+
+def profile_path(profile: str) -> Path:
+    """Resolve a profile name (baseline, optimized) or a path to a TOML file."""
+    candidate = Path(profile)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise ProfileError(f"profile file not found: {candidate}")
+        return candidate
+    named = PROFILES_DIR / f"{profile}.toml"
+    if not named.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+        raise ProfileError(f"unknown profile {profile!r}: use one of {known} or a path to a .toml")
+    return named
+
+
+def load_settings(profile: str = "baseline", **overrides: Any) -> Settings:
+    """Build settings from a profile, then ORCHESTRATOR_* environment, then ``overrides``."""
+    path = profile_path(profile)
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+    name = path.stem if path.parent == PROFILES_DIR else str(path)
+    values.setdefault("profile", name)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+
+    class _FromProfile(Settings):
+        # init kwargs (the profile file) rank below the environment here; explicit
+        # overrides are applied after, so they win over both.
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return env_settings, init_settings
+
+    try:
+        merged = _FromProfile(**values).model_dump()
+        merged.update(explicit)
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ProfileError(f"{path}: setting {key!r}: {first['msg']}") from exc

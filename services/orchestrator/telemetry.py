@@ -1,0 +1,29 @@
+"""Prometheus metrics of the service, one registry per application instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("http_request_duration_seconds", "Request latency",
+                                 ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being served", registry=r)
+        self.rate_limited = Counter("rate_limited", "Requests shed with 429", registry=r)
+        self.pool_size = Gauge("db_pool_size", "Configured steady pool size", ["pool"], registry=r)
+        self.pool_checked_out = Gauge("db_pool_checked_out", "Connections in use", ["pool"],
+                                      registry=r)
+        self.pool_overflow = Gauge("db_pool_overflow", "Overflow connections open", ["pool"],
+                                   registry=r)
+        self.breaker_state = Gauge("breaker_state", "Circuit breaker state (1 = current)",
+                                   ["state"], registry=r)
+        self.breaker_transitions = Counter("breaker_transitions", "Breaker state changes",
+                                           ["from_state", "to_state"], registry=r)
+        self.queue_depth = Gauge("task_queue_depth", "Tasks waiting for a worker", registry=r)
+        self.tasks_processed = Counter("tasks_processed", "Tasks finished by workers",
+                                       ["outcome"], registry=r)
