@@ -31,8 +31,9 @@ function scenario(model, level, duration, startTime, phase) {
       rate: level,
       timeUnit: '1s',
       duration: duration,
-      preAllocatedVUs: Math.max(10, Math.ceil(level / 10)),
-      maxVUs: Math.max(50, level * 2),
+      // enough VUs up front that a slow answer, not VU start-up, is what drops iterations
+      preAllocatedVUs: Math.min(Math.max(20, Math.ceil(level / 4)), 1000),
+      maxVUs: Math.max(100, level),
       startTime: startTime,
       gracefulStop: '5s',
       tags: tags,
@@ -67,6 +68,8 @@ export function stageOptions() {
       'http_req_duration{scenario:main}': [],
       'http_req_failed{scenario:main}': [],
       'http_reqs{scenario:main}': [],
+      'dropped_iterations{scenario:main}': [],
+      'rate_limited{scenario:main}': [],
     },
   };
 }

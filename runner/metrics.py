@@ -1,0 +1,175 @@
+"""Per-stage figures of a run, from requests.parquet (k6's summary.json is a cross-check).
+
+Outcomes: success is a 2xx answer; rate-limited is 429; every other answer, a timeout or a
+connection error (status 0) is an error. Latency is reported for successful requests (the
+figure a user waits for) and for all requests. Repeats are pooled from their samples."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .errors import RunStoreError
+from .stats import FloatArray, percentile
+from .store import Run, read_json
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+@dataclass
+class Latency:
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    count: int
+
+    @classmethod
+    def of(cls, sorted_ms: FloatArray) -> Latency:
+        return cls(p50_ms=percentile(sorted_ms, 0.50), p90_ms=percentile(sorted_ms, 0.90),
+                   p95_ms=percentile(sorted_ms, 0.95), p99_ms=percentile(sorted_ms, 0.99),
+                   max_ms=float(sorted_ms[-1]) if len(sorted_ms) else None,
+                   count=len(sorted_ms))
+
+
+@dataclass
+class StageMetrics:
+    key: str
+    index: int
+    level: int | None
+    model: str | None
+    repeats: list[int]
+    status: str
+    requests: int
+    successes: int
+    rate_limited: int
+    errors: int
+    duration_s: float
+    throughput_rps: float | None
+    goodput_rps: float | None
+    success_rate: float | None
+    rate_limited_share: float | None
+    error_share: float | None
+    dropped_iterations: int | None
+    latency_ok: Latency
+    latency_all: Latency
+    summary_p95_ms: float | None = None  # k6's own figure, for the cross-check
+    # sorted samples, kept for the bootstrap; not serialized
+    ok_sorted: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
+    per_repeat: list[StageMetrics] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("ok_sorted")
+        data["per_repeat"] = [r.to_dict() for r in self.per_repeat]
+        return data
+
+
+def read_requests(run: Run) -> pl.DataFrame:
+    files = run.requests_files()
+    if not files:
+        raise RunStoreError(f"run {run.run_id} has no request data (no stage finished with "
+                            f"requests.parquet) in {run.path}", path=run.path)
+    try:
+        return pl.concat([pl.read_parquet(f, columns=["duration_ms", "status", "stage", "repeat",
+                                                      "timestamp"]) for f in files])
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise RunStoreError(f"run {run.run_id}: cannot read request data ({exc})",
+                            path=run.path) from exc
+
+
+def _summary_p95(run: Run, records: list[dict[str, Any]]) -> float | None:
+    if len(records) != 1 or not records[0].get("summary_file"):
+        return None
+    try:
+        summary = read_json(run.path / records[0]["summary_file"], what="k6 summary")
+    except RunStoreError:
+        return None
+    metrics = summary.get("metrics") or {}
+    entry = metrics.get("http_req_duration{scenario:main}") or metrics.get("http_req_duration")
+    if not isinstance(entry, dict):
+        return None
+    values = entry.get("values", entry)
+    value = values.get("p(95)") if isinstance(values, dict) else None
+    return float(value) if value is not None else None
+
+
+def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
+           run: Run) -> StageMetrics:
+    durations = frame["duration_ms"].to_numpy()
+    status = frame["status"].to_numpy()
+    ok_mask = (status >= 200) & (status < 300)
+    limited = int((status == 429).sum())
+    requests = len(frame)
+    successes = int(ok_mask.sum())
+    ok_sorted = np.sort(durations[ok_mask]).astype(np.float64)
+    all_sorted = np.sort(durations).astype(np.float64)
+    configured = [r.get("duration_s") for r in records]
+    if records and all(d is not None for d in configured):
+        duration_s = float(sum(configured))  # type: ignore[arg-type]
+    elif requests:
+        ts = frame["timestamp"]
+        span = (ts.max() - ts.min()).total_seconds()  # type: ignore[operator, union-attr]
+        duration_s = float(span) if span and span > 0 else 0.0
+    else:
+        duration_s = 0.0
+    dropped_values = [r.get("dropped_iterations") for r in records]
+    dropped = (int(sum(d for d in dropped_values if d is not None))
+               if any(d is not None for d in dropped_values) else None)
+    first = records[0] if records else {}
+    statuses = {r.get("status", "complete") for r in records}
+    return StageMetrics(
+        key=key, index=int(first.get("index", 0)), level=first.get("level"),
+        model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
+        status="complete" if statuses == {"complete"} else "incomplete",
+        requests=requests, successes=successes, rate_limited=limited,
+        errors=requests - successes - limited, duration_s=duration_s,
+        throughput_rps=requests / duration_s if duration_s > 0 else None,
+        goodput_rps=successes / duration_s if duration_s > 0 else None,
+        success_rate=successes / requests if requests else None,
+        rate_limited_share=limited / requests if requests else None,
+        error_share=(requests - successes - limited) / requests if requests else None,
+        dropped_iterations=dropped,
+        latency_ok=Latency.of(ok_sorted), latency_all=Latency.of(all_sorted),
+        summary_p95_ms=_summary_p95(run, records), ok_sorted=ok_sorted,
+    )
+
+
+def stage_metrics(run: Run) -> list[StageMetrics]:
+    """One StageMetrics per stage key, repeats pooled, each with its per-repeat figures."""
+    frame = read_requests(run)
+    records_by_key: dict[str, list[dict[str, Any]]] = {}
+    for record in run.usable_stages():
+        records_by_key.setdefault(record["key"], []).append(record)
+    if not records_by_key:  # imported runs list their stage keys the same way
+        raise RunStoreError(f"run {run.run_id} lists no stage with data", path=run.path)
+    results = []
+    for key, records in sorted(records_by_key.items(), key=lambda kv: kv[1][0].get("index", 0)):
+        stage_frame = frame.filter(pl.col("stage") == key)
+        pooled = _build(key, records, stage_frame, run)
+        if len(records) > 1:
+            pooled.per_repeat = [
+                _build(key, [r], stage_frame.filter(pl.col("repeat") == int(r["repeat"])), run)
+                for r in records]
+        results.append(pooled)
+    return results
+
+
+def metrics_table(metrics: list[StageMetrics]) -> pl.DataFrame:
+    """A flat table for display: one row per stage."""
+    rows = []
+    for m in metrics:
+        rows.append({
+            "stage": m.key, "level": m.level, "requests": m.requests,
+            "throughput_rps": m.throughput_rps, "goodput_rps": m.goodput_rps,
+            "success_rate": m.success_rate, "rate_limited_share": m.rate_limited_share,
+            "error_share": m.error_share, "dropped_iterations": m.dropped_iterations,
+            "p50_ms": m.latency_ok.p50_ms, "p95_ms": m.latency_ok.p95_ms,
+            "p99_ms": m.latency_ok.p99_ms, "max_ms": m.latency_ok.max_ms,
+            "p95_all_ms": m.latency_all.p95_ms, "status": m.status,
+        })
+    return pl.DataFrame(rows)
