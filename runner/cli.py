@@ -1,13 +1,20 @@
 """The ``loadproof`` command: parse options, validate, then call the same functions the
 notebooks call. Only LoadproofError is caught; it prints ``error: ...`` and exits with the
-error's documented code (see runner/errors.py and the README)."""
+error's documented code:
+
+    0 success   1 unexpected failure   2 usage or experiment-file mistake   3 k6 missing
+    4 target unreachable / service failed to start   5 run store (missing or corrupt run,
+    unknown import format)   6 runs not comparable / achievement invalid   7 a report
+    notebook failed   130 interrupted (finished stages are kept)
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .errors import LoadproofError
+from .errors import LoadproofError, UsageError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -16,14 +23,205 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .execute import run_stages
+    from .plan import make_plan
+
+    plan = make_plan(args.stages, model=args.model, stage_duration=args.stage_duration,
+                     warmup=args.warmup, repeat=args.repeat)
+    overrides = {}
+    if args.set:
+        if args.profile is None:
+            raise UsageError("--set changes the reference service's settings: use it with "
+                             "--profile")
+        from services.orchestrator.__main__ import parse_set
+        from services.orchestrator.settings import ProfileError
+
+        try:
+            overrides = parse_set(args.set)
+        except ProfileError as exc:
+            raise UsageError(str(exc)) from exc
+    run = run_stages(plan, label=args.label, target=args.target, profile=args.profile,
+                     script=args.script, out_dir=args.out, keep_raw=args.keep_raw,
+                     service_overrides=overrides)
+    print(run.path)
+    return 0 if run.status == "complete" else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_files
+
+    run = import_files(args.files, label=args.label, out_dir=args.out)
+    print(run.path)
+    return 0
+
+
+def _slo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .compare import Slo
+
+    if args.slo_p95_ms <= 0:
+        raise UsageError("--slo-p95-ms must be above 0")
+    if not 0 < args.slo_success <= 1:
+        raise UsageError("--slo-success is a share between 0 and 1, e.g. 0.99")
+    if args.min_successes < 1:
+        raise UsageError("--min-successes must be at least 1")
+    return Slo(args.slo_p95_ms, args.slo_success, args.min_successes)
+
+
+def _compare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .compare import compare_runs
+    from .store import load_run
+
+    runs_dir = Path(args.runs_dir)
+    return compare_runs(load_run(args.baseline, runs_dir), load_run(args.candidate, runs_dir),
+                        slo=_slo(args))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .render import comparison_json, comparison_table
+
+    comparison = _compare(args)
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(comparison_json(comparison) if args.format == "json" else comparison_table(comparison))
+    return 0
+
+
+def _achievement_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .achievements import AchievementOptions
+
+    if args.unit_cost is not None and args.unit_cost <= 0:
+        raise UsageError("--unit-cost must be above 0")
+    return AchievementOptions(title=args.title, achievement_type=args.achievement_type,
+                              interview_value=args.interview_value,
+                              salary_target=args.salary_target,
+                              completion_date=args.completion_date, unit_cost=args.unit_cost,
+                              currency=args.currency)
+
+
+def cmd_achievement(args: argparse.Namespace) -> int:
+    from .achievements import build_achievement, update_feed, write_achievement
+
+    comparison = _compare(args)
+    record = build_achievement(comparison, _achievement_options(args))
+    out = Path(args.out) if args.out else Path(args.reports_dir) / "achievements" / \
+        f"{comparison.comparison_id}.json"
+    write_achievement(record, out)
+    update_feed(record, Path(args.reports_dir) / "feed.json")
+    print(out)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    out = make_report(args.baseline, args.candidate, out_dir=args.out, slo=_slo(args),
+                      options=_achievement_options(args), runs_dir=Path(args.runs_dir),
+                      reports_dir=Path(args.reports_dir), formats=args.formats)
+    print(out)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    out = run_pipeline(args.experiment, reports_dir=Path(args.reports_dir),
+                       runs_dir=Path(args.out))
+    print(out)
+    return 0
+
+
+def _add_compare_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", metavar="BASELINE_RUN", help="run folder or run id")
+    parser.add_argument("candidate", metavar="CANDIDATE_RUN", help="run folder or run id")
+    parser.add_argument("--slo-p95-ms", type=float, default=400.0,
+                        help="capacity SLO: p95 latency of successful requests (default 400)")
+    parser.add_argument("--slo-success", type=float, default=0.99,
+                        help="capacity SLO: share of 2xx answers (default 0.99)")
+    parser.add_argument("--min-successes", type=int, default=30,
+                        help="fewest successful requests a stage needs for a latency figure "
+                             "(default 30)")
+    parser.add_argument("--runs-dir", default="data/runs", help="where run ids are looked up")
+
+
+def _add_achievement_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--achievement-type", default="performance_optimization")
+    parser.add_argument("--interview-value", default=None)
+    parser.add_argument("--salary-target", default=None)
+    parser.add_argument("--completion-date", default=None, help="YYYY-MM-DD (default today)")
+    parser.add_argument("--unit-cost", type=float, default=None,
+                        help="cost of one instance-month; enables cost_savings from capacity")
+    parser.add_argument("--currency", default="$")
+    parser.add_argument("--reports-dir", default="reports", help="where feed.json lives")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from services.orchestrator.__main__ import add_serve_arguments
 
-    parser = argparse.ArgumentParser(prog="loadproof", description=__doc__)
+    parser = argparse.ArgumentParser(prog="loadproof", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve = sub.add_parser("serve", help="start the reference service (embedded PostgreSQL)")
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="run a stage plan with k6 and store the run")
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", help="base URL of any HTTP service")
+    where.add_argument("--profile", help="start the reference service: baseline, optimized "
+                                         "or a profile .toml")
+    run.add_argument("--label", required=True, help="the arm's name, e.g. baseline")
+    run.add_argument("--stages", default="10,50,100,150",
+                     help="comma-separated load levels (default 10,50,100,150)")
+    run.add_argument("--model", default="vus", choices=["vus", "rate"],
+                     help="vus: closed model (virtual users); rate: open model (requests/s)")
+    run.add_argument("--stage-duration", default="30s", help="measured time per stage")
+    run.add_argument("--warmup", default="0s", help="warm-up per stage, kept out of the figures")
+    run.add_argument("--script", default="journey",
+                     help="quick, journey, submit, or a path to your k6 script")
+    run.add_argument("--repeat", type=int, default=1, help="run the whole plan N times")
+    run.add_argument("--out", default="data/runs", help="run store folder")
+    run.add_argument("--keep-raw", action="store_true", help="keep k6's raw CSV per stage")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one setting of the reference service's profile "
+                          "(with --profile), e.g. --set pool_pre_ping=false")
+    run.set_defaults(func=cmd_run)
+
+    imp = sub.add_parser("import", help="store existing k6 outputs as a run")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--label", required=True)
+    imp.add_argument("--out", default="data/runs")
+    imp.set_defaults(func=cmd_import)
+
+    cmp_ = sub.add_parser("compare", help="compare two runs stage by stage")
+    _add_compare_args(cmp_)
+    cmp_.add_argument("--format", choices=["table", "json"], default="table")
+    cmp_.set_defaults(func=cmd_compare)
+
+    ach = sub.add_parser("achievement", help="write the achievement JSON and update the feed")
+    _add_compare_args(ach)
+    _add_achievement_args(ach)
+    ach.add_argument("--out", default=None, help="achievement file (default "
+                                                 "reports/achievements/<comparison>.json)")
+    ach.set_defaults(func=cmd_achievement)
+
+    rep = sub.add_parser("report", help="HTML/PDF/Markdown report from two stored runs")
+    _add_compare_args(rep)
+    _add_achievement_args(rep)
+    rep.add_argument("--out", default=None, help="output folder (default "
+                                                 "reports/<candidate>-vs-<baseline>/<timestamp>)")
+    rep.add_argument("--formats", default="html,pdf,md",
+                     help="which of html,pdf,md to write (default all)")
+    rep.set_defaults(func=cmd_report)
+
+    pipe = sub.add_parser("pipeline", help="run an experiment end to end and report it")
+    pipe.add_argument("experiment", nargs="?", default=None, metavar="EXPERIMENT.yaml",
+                      help="experiment file (default: the shipped default experiment)")
+    pipe.add_argument("--reports-dir", default="reports")
+    pipe.add_argument("--out", default="data/runs", help="run store folder")
+    pipe.set_defaults(func=cmd_pipeline)
     return parser
 
 

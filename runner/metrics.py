@@ -70,7 +70,7 @@ class StageMetrics:
 
 
 def read_requests(run: Run) -> pl.DataFrame:
-    files = run.requests_files()
+    files = list(dict.fromkeys(run.requests_files()))  # imported stages may share a file
     if not files:
         raise RunStoreError(f"run {run.run_id} has no request data (no stage finished with "
                             f"requests.parquet) in {run.path}", path=run.path)

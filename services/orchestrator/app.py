@@ -39,6 +39,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                          if settings.separate_worker_pool else engine)
         await create_schema(worker_view(engine))
         state = AppState(settings, engine, worker_engine, telemetry, limiter, breaker)
+        if settings.db_concurrency:
+            state.bulkhead = asyncio.Semaphore(settings.db_concurrency)
         app.state.orchestrator = state
         for _ in range(settings.workers):
             state.worker_tasks.append(asyncio.create_task(

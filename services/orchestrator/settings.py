@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_timeout_s: float = Field(default=2.0, gt=0)
 
+    # bulkhead: at most this many API requests use the database at once, the rest wait their
+    # turn in the process (within the request deadline); 0 disables it
+    db_concurrency: int = Field(default=0, ge=0, le=1000)
+
     # per-request deadline in seconds; 0 disables it
     request_timeout_s: float = Field(default=0.0, ge=0)
 

@@ -38,6 +38,7 @@ class AppState:
     telemetry: Telemetry
     limiter: TokenBucket | None
     breaker: CircuitBreaker | None
+    bulkhead: asyncio.Semaphore | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -56,9 +57,15 @@ class AppState:
                                     headers={"Retry-After": "1"}) from None
         timeout = self.settings.request_timeout_s or None
         try:
-            async with asyncio.timeout(timeout), self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                yield raw.driver_connection
+            async with asyncio.timeout(timeout):
+                if self.bulkhead is not None:
+                    async with self.bulkhead, self.engine.connect() as conn:
+                        raw = await conn.get_raw_connection()
+                        yield raw.driver_connection
+                else:
+                    async with self.engine.connect() as conn:
+                        raw = await conn.get_raw_connection()
+                        yield raw.driver_connection
         except HTTPException:
             if breaker is not None:
                 breaker.release_probe()

@@ -1,0 +1,244 @@
+"""Achievement JSON (the seed's structure, measured) and the JSON Feed of achievements."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .compare import Comparison, MetricComparison, StageComparison
+from .errors import AchievementError
+from .store import atomic_write_json, iso, read_json, utcnow
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "achievement.schema.json"
+FEED_VERSION = "https://jsonfeed.org/version/1.1"
+
+
+@dataclass
+class AchievementOptions:
+    title: str | None = None
+    achievement_type: str = "performance_optimization"
+    interview_value: str | None = None
+    salary_target: str | None = None
+    completion_date: str | None = None
+    # cost per instance-month in the user's currency; cost savings only when given
+    unit_cost: float | None = None
+    currency: str = "$"
+    extra_technologies: list[str] = field(default_factory=list)
+
+
+def fmt_ratio(ratio: float | None, bound: str | None = None) -> str:
+    if ratio is None:
+        return "n/a"
+    prefix = "≥" if bound == "at_least" else ""
+    if ratio >= 10:
+        return f"{prefix}{ratio:.0f}x"
+    return f"{prefix}{ratio:.1f}x" if ratio >= 1.95 else f"{prefix}{ratio:.2f}x"
+
+
+def _files(comparison: Comparison, stage: str | None) -> list[str]:
+    files = []
+    for run in (comparison.baseline, comparison.candidate):
+        for record in run.usable_stages():
+            if stage is None or record["key"] == stage:
+                files.append(str(run.path / record["requests_file"]))
+    return files
+
+
+def _measurement(comparison: Comparison, stage: StageComparison, metric: MetricComparison) \
+        -> dict[str, Any]:
+    return {
+        "ratio": metric.ratio, "ci95": list(metric.ci95) if metric.ci95 else None,
+        "metric": metric.metric, "stage": stage.key, "baseline": metric.baseline,
+        "candidate": metric.candidate, "unit": metric.unit, "verdict": metric.verdict,
+        "runs": [comparison.baseline.run_id, comparison.candidate.run_id],
+        "files": _files(comparison, stage.key),
+        **({"note": "; ".join(metric.reasons)} if metric.reasons else {}),
+    }
+
+
+def _display(metric: MetricComparison) -> str:
+    text = fmt_ratio(metric.ratio)
+    if metric.verdict == "improved":
+        return text
+    return f"{text} ({metric.verdict})"
+
+
+def technologies(comparison: Comparison) -> list[str]:
+    found: list[str] = []
+    for run in (comparison.baseline, comparison.candidate):
+        version = (run.manifest.get("k6") or {}).get("version")
+        found.append(f"k6 {version}" if version else "k6")
+        if run.manifest.get("profile"):
+            found += ["FastAPI", "PostgreSQL", "SQLAlchemy", "asyncpg", "Prometheus"]
+    found += ["Python", "polars", "Jupyter", "papermill"]
+    return list(dict.fromkeys(found))
+
+
+def build_achievement(comparison: Comparison, options: AchievementOptions | None = None) \
+        -> dict[str, Any]:
+    """The achievement record; each display string has a numeric record or an omission reason."""
+    options = options or AchievementOptions()
+    metrics: dict[str, str] = {}
+    measurements: dict[str, Any] = {}
+    omitted: dict[str, str] = {}
+    head = comparison.headline
+    if head is None:
+        reason = ("; ".join(comparison.guards) or "no stage could be compared")
+        for name in ("latency_improvement", "success_rate_improvement", "throughput_improvement"):
+            omitted[name] = reason
+    else:
+        for name, key in (("latency_improvement", "latency_p95_ms"),
+                          ("success_rate_improvement", "success_rate"),
+                          ("throughput_improvement", "goodput_rps")):
+            metric = head.metrics[key]
+            if metric.ratio is None:
+                omitted[name] = "; ".join(metric.reasons) or "not measured"
+                continue
+            metrics[name] = _display(metric)
+            measurements[name] = _measurement(comparison, head, metric)
+    cap = comparison.capacity
+    if cap.ratio is not None:
+        metrics["capacity_increase"] = fmt_ratio(cap.ratio, cap.ratio_bound)
+        measurements["capacity_increase"] = {
+            "ratio": cap.ratio, "ci95": None, "bound": cap.ratio_bound,
+            "metric": f"highest {cap.model or ''} level meeting p95 <= {cap.slo.p95_ms:g} ms and "
+                      f"success >= {cap.slo.success:.0%}".replace("  ", " "),
+            "stage": None, "baseline": float(cap.baseline.level or 0),
+            "candidate": float(cap.candidate.level or 0),
+            "unit": "virtual users" if cap.model == "vus" else "requests/s",
+            "verdict": "improved" if cap.ratio > 1 else ("regressed" if cap.ratio < 1
+                                                         else "no change"),
+            "runs": [comparison.baseline.run_id, comparison.candidate.run_id],
+            "files": _files(comparison, None),
+            "note": "capacity is a load level, so it has no bootstrap interval",
+        }
+    else:
+        omitted["capacity_increase"] = cap.reason or "not measured"
+    if options.unit_cost is None:
+        omitted["cost_savings"] = ("no unit cost was given (--unit-cost); loadproof does not "
+                                   "invent savings")
+    elif cap.ratio is None or cap.ratio <= 0:
+        omitted["cost_savings"] = f"needs a measured capacity ratio: {omitted['capacity_increase']}"
+    else:
+        saving = options.unit_cost * (1 - 1 / cap.ratio)
+        qualifier = "at least " if cap.ratio_bound == "at_least" else ""
+        metrics["cost_savings"] = (f"{qualifier}{options.currency}{saving:,.2f} per "
+                                   "instance-month at equal load")
+        measurements["cost_savings"] = {
+            "ratio": cap.ratio, "ci95": None, "bound": cap.ratio_bound,
+            "metric": "unit_cost * (1 - 1 / capacity ratio)", "stage": None,
+            "baseline": options.unit_cost, "candidate": options.unit_cost / cap.ratio,
+            "unit": f"{options.currency} per instance-month",
+            "verdict": "derived", "runs": [comparison.baseline.run_id,
+                                           comparison.candidate.run_id],
+            "note": "the same load needs 1/capacity-ratio of the instances",
+        }
+    caveats = list(comparison.warnings) + list(comparison.guards)
+    for stage in comparison.stages:
+        caveats.extend(f"{stage.key}: {g}" for g in stage.guards)
+    base, cand = comparison.baseline, comparison.candidate
+    title = options.title or _default_title(metrics, base.label, cand.label)
+    record = {
+        "format_version": 1,
+        "comparison_id": comparison.comparison_id,
+        "achievement_type": options.achievement_type,
+        "title": title,
+        "summary": summary_text(comparison, metrics),
+        "generated_at": iso(utcnow()),
+        "metrics": metrics,
+        "measurements": measurements,
+        "omitted": omitted,
+        "caveats": caveats,
+        "technologies": list(dict.fromkeys(technologies(comparison)
+                                           + options.extra_technologies)),
+        "interview_value": options.interview_value,
+        "salary_target": options.salary_target,
+        "completion_date": options.completion_date or dt.date.today().isoformat(),
+        "provenance": {
+            "baseline_run": {"run_id": base.run_id, "label": base.label, "path": str(base.path)},
+            "candidate_run": {"run_id": cand.run_id, "label": cand.label, "path": str(cand.path)},
+            "k6_version": (cand.manifest.get("k6") or {}).get("version"),
+            "commit": cand.manifest.get("commit_info"),
+            "host": cand.manifest.get("machine_info") or {},
+            "slo": {"p95_ms": cap.slo.p95_ms, "success": cap.slo.success,
+                    "min_successes": cap.slo.min_successes},
+        },
+    }
+    validate(record)
+    return record
+
+
+def _default_title(metrics: dict[str, str], base: str, cand: str) -> str:
+    if "latency_improvement" in metrics and "(" not in metrics["latency_improvement"]:
+        return f"{metrics['latency_improvement']} lower p95 latency: {cand} vs {base}"
+    if "capacity_increase" in metrics:
+        return f"{metrics['capacity_increase']} capacity: {cand} vs {base}"
+    return f"{cand} vs {base}: measured comparison"
+
+
+def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
+    parts = []
+    head = comparison.headline
+    if head is not None:
+        p95 = head.metrics["latency_p95_ms"]
+        success = head.metrics["success_rate"]
+        if p95.baseline is not None and p95.candidate is not None:
+            parts.append(f"At {head.key}, p95 latency went from {p95.baseline:.1f} ms to "
+                         f"{p95.candidate:.1f} ms ({p95.verdict})")
+        if success.baseline is not None and success.candidate is not None:
+            parts.append(f"success rate from {success.baseline:.1%} to {success.candidate:.1%}")
+    if "capacity_increase" in metrics:
+        cap = comparison.capacity
+        parts.append(f"capacity under the SLO from {cap.baseline.level} to "
+                     f"{cap.candidate.level} ({metrics['capacity_increase']})")
+    return "; ".join(parts) + "." if parts else "No figure could be compared."
+
+
+def validate(record: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    try:
+        jsonschema.validate(record, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise AchievementError(f"achievement fails its schema at {where}: {exc.message}") from exc
+
+
+def write_achievement(record: dict[str, Any], path: Path) -> Path:
+    validate(record)
+    atomic_write_json(path, record)
+    return path
+
+
+def update_feed(record: dict[str, Any], feed_path: Path, *, url: str | None = None,
+                title: str = "loadproof achievements") -> dict[str, Any]:
+    """Insert or replace this comparison's item (stable id), newest first."""
+    if feed_path.is_file():
+        feed = read_json(feed_path, what="achievement feed")
+        if feed.get("version") != FEED_VERSION or not isinstance(feed.get("items"), list):
+            raise AchievementError(f"{feed_path} is not a JSON Feed 1.1 file; move it aside",
+                                   path=feed_path)
+    else:
+        feed = {"version": FEED_VERSION, "title": title, "items": []}
+    item_id = f"loadproof:{record['comparison_id']}"
+    now = iso(utcnow())
+    previous = next((i for i in feed["items"] if i.get("id") == item_id), None)
+    item = {
+        "id": item_id,
+        "title": record["title"],
+        "content_text": record["summary"],
+        "date_published": previous["date_published"] if previous else now,
+        "date_modified": now,
+        "tags": [record["achievement_type"]],
+        "_loadproof": record,
+    }
+    if url:
+        item["url"] = url
+    feed["items"] = [i for i in feed["items"] if i.get("id") != item_id] + [item]
+    feed["items"].sort(key=lambda i: i.get("date_modified") or "", reverse=True)
+    atomic_write_json(feed_path, feed)
+    return dict(feed)

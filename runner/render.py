@@ -1,0 +1,67 @@
+"""Text renderings of a comparison: the terminal table and the JSON document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .compare import Comparison, MetricComparison
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "share":
+        return f"{value:.1%}"
+    if unit == "ms":
+        return f"{value:.1f}"
+    return f"{value:.1f}"
+
+
+def _ratio(metric: MetricComparison) -> str:
+    if metric.ratio is None:
+        return "—"
+    ci = f" [{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}]" if metric.ci95 else ""
+    return f"{metric.ratio:.2f}x{ci}"
+
+
+def comparison_table(comparison: Comparison) -> str:
+    base, cand = comparison.baseline, comparison.candidate
+    lines = [f"baseline:  {base.label} ({base.run_id}, {base.status})",
+             f"candidate: {cand.label} ({cand.run_id}, {cand.status})",
+             "ratios: above 1 is better for the candidate; [95% interval]", ""]
+    header = f"{'stage':<12} {'metric':<16} {'baseline':>10} {'candidate':>10}  " \
+             f"{'ratio [95% CI]':<22} verdict"
+    lines += [header, "-" * len(header)]
+    for stage in comparison.stages:
+        for name in ("latency_p95_ms", "latency_p99_ms", "goodput_rps", "success_rate"):
+            metric = stage.metrics[name]
+            unit = " ms" if metric.unit == "ms" else ""
+            lines.append(f"{stage.key:<12} {metric.label + unit:<16} "
+                         f"{_num(metric.baseline, metric.unit):>10} "
+                         f"{_num(metric.candidate, metric.unit):>10}  {_ratio(metric):<22} "
+                         f"{metric.verdict}")
+    cap = comparison.capacity
+    lines += ["", f"capacity (p95 <= {cap.slo.p95_ms:g} ms, success >= {cap.slo.success:.0%}): "
+                  f"baseline {cap.baseline.level or 'none'}, candidate "
+                  f"{cap.candidate.level or 'none'}"
+              + (f" -> {cap.ratio:.2f}x{' (lower bound)' if cap.ratio_bound == 'at_least' else ''}"
+                 if cap.ratio is not None else f" -> no ratio: {cap.reason}")]
+    for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
+        if capacity.knee_level is not None:
+            lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")
+    notes = list(comparison.warnings) + list(comparison.guards)
+    for stage in comparison.stages:
+        notes += [f"{stage.key}: {g}" for g in stage.guards]
+    if notes:
+        lines += ["", "caveats:"] + [f"  - {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def comparison_json(comparison: Comparison) -> str:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, tuple):
+            return list(obj)
+        return str(obj)
+
+    return json.dumps(comparison.to_dict(), indent=2, default=default)
