@@ -13,8 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LoadproofError, UsageError
+
+if TYPE_CHECKING:
+    from .achievements import AchievementOptions
+    from .compare import Comparison, Slo
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -56,7 +61,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _slo(args: argparse.Namespace) -> Slo:
     from .compare import Slo
 
     if args.slo_p95_ms <= 0:
@@ -68,7 +73,7 @@ def _slo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return Slo(args.slo_p95_ms, args.slo_success, args.min_successes)
 
 
-def _compare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _compare(args: argparse.Namespace) -> Comparison:
     from .compare import compare_runs
     from .store import load_run
 
@@ -87,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _achievement_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _achievement_options(args: argparse.Namespace) -> AchievementOptions:
     from .achievements import AchievementOptions
 
     if args.unit_cost is not None and args.unit_cost <= 0:

@@ -84,6 +84,7 @@ def sink_atomically(frame: pl.LazyFrame, out_path: Path) -> None:
     os.close(fd)
     try:
         frame.sink_parquet(tmp, compression="zstd")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -214,6 +215,7 @@ def ndjson_to_parquet(path: Path, out_path: Path, *, repeat: int = 1,
                 if len(columns["timestamp"]) >= batch_rows:
                     flush()
             flush()
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

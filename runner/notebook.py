@@ -1,0 +1,212 @@
+"""What the notebooks call: load, compare and display. Notebooks hold parameters and calls
+only; everything that computes lives in the package (and is tested there)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import charts, summary
+from .achievements import AchievementOptions, build_achievement
+from .compare import Comparison, Slo, compare_runs
+from .errors import RunStoreError
+from .metrics import metrics_table, stage_metrics
+from .store import PROJECT_ROOT, Run, load_run
+
+REPORT_CSS = """
+<style>
+  body, .jp-Notebook { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; }
+  .lp h1 { font-size: 1.9em; margin: 0 0 .2em 0; }
+  .lp .sub { color: #555; margin-bottom: 1em; }
+  .lp .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0 16px 0; }
+  .lp .card { border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px;
+              min-width: 150px; flex: 1 1 150px; background: #f8fafc; }
+  .lp .card .v { font-size: 1.6em; font-weight: 700; color: #0b4f8a; }
+  .lp .card .v.bad { color: #b42318; } .lp .card .v.flat { color: #6b7280; }
+  .lp .card .k { font-size: .85em; color: #444; }
+  .lp .card .ci { font-size: .8em; color: #666; }
+  .lp table.lpt { border-collapse: collapse; font-size: .85em; margin: 6px 0 12px 0; }
+  .lp table.lpt th { background: #eef2f7; text-align: left; padding: 4px 8px; }
+  .lp table.lpt td { border-top: 1px solid #e5e7eb; padding: 4px 8px; }
+  .lp ul.caveats li { color: #7a4b00; }
+  .lp blockquote { border-left: 4px solid #0b4f8a; margin: 6px 0; padding: 4px 12px;
+                   background: #f4f8fc; }
+  .lp pre.stages { background: #f6f8fa; padding: 8px; font-size: .82em; white-space: pre-wrap; }
+  @page { size: A4; margin: 14mm 12mm; }
+  @media print { .jp-Cell { break-inside: avoid; } img { max-width: 100%; } }
+</style>
+"""
+
+
+def find_path(path: str | Path) -> Path:
+    """A path as given, else relative to the project (notebooks run from notebooks/ or root)."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate.resolve()
+    text = str(path)
+    while text.startswith("../"):
+        text = text[3:]
+    rooted = PROJECT_ROOT / text
+    if rooted.exists():
+        return rooted
+    raise RunStoreError(f"not found: {path} (also looked in {rooted})", path=path)
+
+
+def open_run(ref: str | Path, runs_dir: str | Path = "data/runs") -> Run:
+    try:
+        return load_run(find_path(ref))
+    except RunStoreError:
+        return load_run(ref, Path(runs_dir))
+
+
+@dataclass
+class ReportData:
+    title: str
+    comparison: Comparison
+    achievement: dict[str, Any]
+    probe: Comparison | None = None
+
+
+def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: str,
+                slo_p95_ms: float = 400.0, slo_success: float = 0.99, min_successes: int = 30,
+                unit_cost: float | None = None, interview_value: str | None = None,
+                salary_target: str | None = None, completion_date: str | None = None,
+                probe_baseline_run: str | Path | None = None,
+                probe_candidate_run: str | Path | None = None,
+                runs_dir: str | Path = "data/runs") -> ReportData:
+    slo = Slo(slo_p95_ms, slo_success, min_successes)
+    comparison = compare_runs(open_run(baseline_run, runs_dir), open_run(candidate_run, runs_dir),
+                              slo=slo)
+    probe = None
+    if probe_baseline_run and probe_candidate_run:
+        probe = compare_runs(open_run(probe_baseline_run, runs_dir),
+                             open_run(probe_candidate_run, runs_dir), slo=slo)
+    options = AchievementOptions(title=title, unit_cost=unit_cost,
+                                 interview_value=interview_value, salary_target=salary_target,
+                                 completion_date=completion_date)
+    return ReportData(title, comparison, build_achievement(comparison, options), probe)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return str(frame.to_html(index=False, classes="lpt", border=0, na_rep="—",
+                             float_format=lambda v: f"{v:,.2f}"))
+
+
+def _wrap(body: str) -> Any:
+    from IPython.display import HTML
+
+    return HTML(f'<div class="lp">{body}</div>')
+
+
+def header(report: ReportData) -> Any:
+    c = report.comparison
+    cards = []
+    for key, label in (("latency_improvement", "p95 latency"),
+                       ("capacity_increase", "capacity under SLO"),
+                       ("success_rate_improvement", "success rate"),
+                       ("throughput_improvement", "goodput"),
+                       ("cost_savings", "cost")):
+        value = report.achievement["metrics"].get(key)
+        record = report.achievement["measurements"].get(key, {})
+        if value is None:
+            reason = report.achievement["omitted"].get(key, "not measured")
+            cards.append(f'<div class="card"><div class="v flat">—</div><div class="k">{label}'
+                         f'</div><div class="ci">not claimed: {html.escape(reason[:140])}</div>'
+                         "</div>")
+            continue
+        verdict = record.get("verdict", "")
+        css = "" if verdict in ("improved", "derived") else (
+            "bad" if verdict in ("regressed", "trade-off") else "flat")
+        ci = record.get("ci95")
+        ci_text = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else "no interval (a load level)"
+        cards.append(f'<div class="card"><div class="v {css}">{html.escape(value)}</div>'
+                     f'<div class="k">{label}</div><div class="ci">{ci_text}</div></div>')
+    body = (REPORT_CSS + f"<h1>{html.escape(report.title)}</h1>"
+            f'<div class="sub"><b>{html.escape(c.candidate.label)}</b> against '
+            f"<b>{html.escape(c.baseline.label)}</b>, measured with k6. Runs "
+            f"<code>{c.baseline.run_id}</code> and <code>{c.candidate.run_id}</code>. Ratios "
+            "above 1 favour the candidate.</div>"
+            f'<div class="cards">{"".join(cards)}</div>'
+            f"<p>{html.escape(report.achievement['summary'])}</p>")
+    return _wrap(body)
+
+
+def dashboard(report: ReportData) -> Any:
+    return _wrap(_table(summary.dashboard_frame(report.comparison)))
+
+
+def stage_results(report: ReportData) -> Any:
+    c = report.comparison
+    blocks = []
+    for role, run, metrics in (("Before", c.baseline, c.baseline_metrics),
+                               ("After", c.candidate, c.candidate_metrics)):
+        lines = "\n".join(summary.stage_line(m) for m in metrics)
+        blocks.append(f"<b>{role} ({html.escape(run.label)})</b>"
+                      f'<pre class="stages">{html.escape(lines)}</pre>')
+    return _wrap("".join(blocks) + _table(summary.stage_frame(c)))
+
+
+def ratios(report: ReportData) -> Any:
+    return _wrap(_table(summary.ratio_frame(report.comparison)))
+
+
+def capacity(report: ReportData) -> Any:
+    parts = []
+    for name, comp in (("Stage plan", report.comparison), ("Arrival-rate probe", report.probe)):
+        if comp is None:
+            continue
+        cap = comp.capacity
+        rows = [{"arm": f"{role}: {run.label}", "capacity": arm.level or "none",
+                 "bound": arm.bound, "knee": arm.knee_level or "—",
+                 "knee reason": arm.knee_reason or "—"}
+                for role, run, arm in (("baseline", comp.baseline, cap.baseline),
+                                       ("candidate", comp.candidate, cap.candidate))]
+        ratio = (f"{cap.ratio:.2f}x{' (lower bound)' if cap.ratio_bound == 'at_least' else ''}"
+                 if cap.ratio is not None else f"no ratio: {cap.reason}")
+        parts.append(f"<h4>{name} ({cap.model}): capacity ratio {html.escape(ratio)}</h4>"
+                     + _table(pd.DataFrame(rows)))
+    return _wrap("".join(parts))
+
+
+def caveats(report: ReportData) -> Any:
+    notes = summary.caveats(report.comparison)
+    if report.probe is not None:
+        notes += [f"probe: {n}" for n in summary.caveats(report.probe)]
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>none raised</li>"
+    return _wrap(f'<ul class="caveats">{items}</ul>')
+
+
+def talking_points(report: ReportData) -> Any:
+    points = summary.talking_points(report.comparison)
+    body = "".join(f"<blockquote>{html.escape(p)}</blockquote>" for p in points)
+    return _wrap(body or "<p>No measured figure supports a talking point.</p>")
+
+
+def methodology(report: ReportData) -> Any:
+    c = report.comparison
+    rows = pd.DataFrame(summary.methodology_rows(c)).set_index("arm").T.reset_index()
+    rows = rows.rename(columns={"index": ""})
+    settings = summary.settings_frame(c)
+    body = _table(rows)
+    if not settings.empty:
+        body += "<h4>Service settings per arm</h4>" + _table(settings)
+    body += ("<p>Latency percentiles are nearest-rank over 2xx answers; intervals are 95% "
+             "bootstrap intervals over requests (and over repeats when there are two or more); "
+             "429 answers count as rate-limited, not as errors.</p>")
+    return _wrap(body)
+
+
+def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
+    comp = report.probe if probe else report.comparison
+    if comp is None:
+        return None
+    return charts.ALL_CHARTS[name](comp)
+
+
+def run_table(run_ref: str | Path, runs_dir: str | Path = "data/runs") -> pd.DataFrame:
+    run = open_run(run_ref, runs_dir)
+    return metrics_table(stage_metrics(run)).to_pandas()

@@ -1,0 +1,150 @@
+"""Reports: execute report.ipynb with papermill, export HTML (code hidden) and PDF
+(WeasyPrint, no LaTeX, no browser), write the Markdown summary and the achievement."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .achievements import AchievementOptions, build_achievement, update_feed, write_achievement
+from .compare import Slo, compare_runs
+from .errors import ReportError, RunStoreError, UsageError
+from .progress import Progress
+from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
+from .summary import render_markdown
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+FORMATS = ("html", "pdf", "md")
+
+
+def notebook_path(name: str) -> Path:
+    path = NOTEBOOKS_DIR / f"{name}.ipynb"
+    if not path.is_file():
+        raise ReportError(f"notebook {path} is missing; loadproof needs its notebooks/ folder "
+                          "(install from a checkout with 'make install')", path=path)
+    return path
+
+
+def load_pair(baseline: str | Path, candidate: str | Path, runs_dir: Path) -> tuple[Run, Run]:
+    """Both runs, or one error that names every run that could not be opened."""
+    runs: list[Run] = []
+    problems = []
+    for role, ref in (("baseline", baseline), ("candidate", candidate)):
+        try:
+            runs.append(load_run(ref, runs_dir))
+        except RunStoreError as exc:
+            problems.append(f"{role} {ref}: {exc}")
+    if problems:
+        raise RunStoreError("cannot make the report: " + "; ".join(problems))
+    return runs[0], runs[1]
+
+
+def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> Path:
+    """Run a notebook with papermill; on failure keep the executed copy and name the cell."""
+    import papermill
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    source = notebook_path(name)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
+                                   kernel_name="python3", progress_bar=False,
+                                   cwd=str(PROJECT_ROOT), log_output=False)
+    except papermill.PapermillExecutionError as exc:
+        raise ReportError(f"notebook {source.name} failed in cell {exc.exec_count} "
+                          f"({exc.ename}: {exc.evalue}); the executed copy with the error is "
+                          f"kept at {out_path}", path=out_path, cell=exc.exec_count) from exc
+    except Exception as exc:  # kernel missing, papermill cannot start
+        raise ReportError(f"could not execute {source.name}: {exc.__class__.__name__}: {exc} "
+                          "(run 'make install' to register the python3 kernel)",
+                          path=out_path) from exc
+    return out_path
+
+
+def export_html(executed: Path, out_path: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    out_path.write_text(body, encoding="utf-8")
+    return out_path
+
+
+def export_pdf(html_path: Path, out_path: Path) -> Path:
+    import weasyprint
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    weasyprint.HTML(filename=str(html_path)).write_pdf(str(out_path))
+    return out_path
+
+
+def default_out_dir(reports_dir: Path, baseline: Run, candidate: Run) -> Path:
+    name = f"{slug(candidate.label)}-vs-{slug(baseline.label)}"
+    return reports_dir / name / f"{utcnow():%Y%m%dT%H%M%SZ}"
+
+
+def parse_formats(text: str | list[str]) -> list[str]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    formats = [f.strip().lower() for f in items if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"--formats {text!r}: choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | Path | None = None,
+                slo: Slo | None = None, options: AchievementOptions | None = None,
+                runs_dir: Path = Path("data/runs"), reports_dir: Path = Path("reports"),
+                formats: str | list[str] = "html,pdf,md", title: str | None = None,
+                probe: tuple[Run, Run] | None = None, progress: Progress | None = None) -> Path:
+    """All report files for two stored runs, in ``out_dir``; returns the folder."""
+    progress = progress or Progress()
+    wanted = parse_formats(formats)
+    slo = slo or Slo()
+    options = options or AchievementOptions()
+    base, cand = load_pair(baseline, candidate, runs_dir)
+    comparison = compare_runs(base, cand, slo=slo)
+    title = title or options.title or f"{cand.label} vs {base.label}"
+    options.title = options.title or title
+    out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
+    out.mkdir(parents=True, exist_ok=True)
+    progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
+    achievement = build_achievement(comparison, options)
+    write_achievement(achievement, out / "achievement.json")
+    update_feed(achievement, reports_dir / "feed.json")
+    if "md" in wanted:
+        (out / "report.md").write_text(render_markdown(comparison, achievement, title),
+                                       encoding="utf-8")
+    if "html" in wanted or "pdf" in wanted:
+        progress.line("report: executing notebooks/report.ipynb")
+        parameters: dict[str, Any] = {
+            "baseline_run": str(base.path.resolve()), "candidate_run": str(cand.path.resolve()),
+            "probe_baseline_run": str(probe[0].path.resolve()) if probe else None,
+            "probe_candidate_run": str(probe[1].path.resolve()) if probe else None,
+            "title": title, "slo_p95_ms": slo.p95_ms, "slo_success": slo.success,
+            "min_successes": slo.min_successes, "unit_cost": options.unit_cost,
+            "interview_value": options.interview_value, "salary_target": options.salary_target,
+            "completion_date": options.completion_date, "runs_dir": str(runs_dir.resolve()),
+        }
+        executed = execute_notebook("report", out / "report.ipynb", parameters)
+        html_path = export_html(executed, out / "report.html")
+        if "pdf" in wanted:
+            progress.line("report: writing PDF")
+            export_pdf(html_path, out / "report.pdf")
+        if "html" not in wanted:
+            html_path.unlink()
+    (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2,
+                                                    default=_json_default), encoding="utf-8")
+    progress.line(f"report: {out}")
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    return list(obj) if isinstance(obj, tuple) else str(obj)

@@ -1,0 +1,248 @@
+"""Portfolio text from measured figures only: the dashboard table, per-stage lines, talking
+points, methodology, and the Markdown summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .achievements import fmt_ratio
+from .compare import Comparison, MetricComparison
+from .metrics import StageMetrics
+from .store import Run
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else (f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _rps(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} req/s"
+
+
+def _improvement(metric: MetricComparison) -> str:
+    if metric.ratio is None:
+        return f"not comparable ({'; '.join(metric.reasons)})" if metric.reasons \
+            else "not comparable"
+    ci = f" [{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}]" if metric.ci95 else ""
+    word = {"improved": "better", "regressed": "worse"}.get(metric.verdict, metric.verdict)
+    return f"{fmt_ratio(metric.ratio)}{ci} {word}"
+
+
+def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
+    """The seed's "Metrics Dashboard": before / after / improvement, at the headline stage."""
+    rows: list[dict[str, str]] = []
+    head = comparison.headline
+    if head is not None:
+        suffix = {"vus": " users", "rate": " req/s"}.get(head.baseline.model or "", "")
+        where = f" @ {head.level if head.level is not None else head.key}{suffix}"
+        for name, fmt in (("latency_p95_ms", _ms), ("latency_p99_ms", _ms),
+                          ("success_rate", _pct), ("goodput_rps", _rps),
+                          ("throughput_rps", _rps)):
+            metric = head.metrics[name]
+            rows.append({"Metric": metric.label.capitalize() + where,
+                         "Before": fmt(metric.baseline), "After": fmt(metric.candidate),
+                         "Improvement": _improvement(metric)})
+    cap = comparison.capacity
+    unit = " users" if cap.model == "vus" else " req/s"
+    rows.append({
+        "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
+        "Before": f"{cap.baseline.level}{unit}" if cap.baseline.level else "none met the SLO",
+        "After": (f"{'≥' if cap.candidate.bound == 'at_least' else ''}{cap.candidate.level}{unit}"
+                  if cap.candidate.level else "none met the SLO"),
+        "Improvement": fmt_ratio(cap.ratio, cap.ratio_bound) if cap.ratio is not None
+        else f"no ratio: {cap.reason}",
+    })
+    return rows
+
+
+def dashboard_frame(comparison: Comparison) -> pd.DataFrame:
+    return pd.DataFrame(dashboard_rows(comparison))
+
+
+def stage_line(m: StageMetrics) -> str:
+    unit = "users" if m.model == "vus" else "req/s"
+    level = f"{m.level} {unit}" if m.level is not None else m.key
+    parts = [f"Stage {m.index} ({level}): {_pct(m.success_rate)} success",
+             f"p95 {_ms(m.latency_ok.p95_ms)}", f"{_rps(m.goodput_rps)} goodput",
+             f"{m.requests:,} requests"]
+    if m.rate_limited:
+        parts.append(f"{m.rate_limited_share:.1%} rate-limited (429)")
+    if m.errors:
+        parts.append(f"{m.error_share:.1%} errors")
+    if m.dropped_iterations:
+        parts.append(f"{m.dropped_iterations} dropped iterations")
+    if m.status != "complete":
+        parts.append("INCOMPLETE")
+    return ", ".join(parts)
+
+
+def stage_frame(comparison: Comparison) -> pd.DataFrame:
+    rows = []
+    for role, run, metrics in (("baseline", comparison.baseline, comparison.baseline_metrics),
+                               ("candidate", comparison.candidate,
+                                comparison.candidate_metrics)):
+        for m in metrics:
+            rows.append({"arm": f"{role}: {run.label}", "stage": m.key, "level": m.level,
+                         "requests": m.requests, "success": _pct(m.success_rate),
+                         "429": _pct(m.rate_limited_share), "errors": _pct(m.error_share),
+                         "goodput": _rps(m.goodput_rps), "p50": _ms(m.latency_ok.p50_ms),
+                         "p95": _ms(m.latency_ok.p95_ms), "p99": _ms(m.latency_ok.p99_ms),
+                         "p95 (all)": _ms(m.latency_all.p95_ms),
+                         "dropped": m.dropped_iterations if m.dropped_iterations is not None
+                         else "—"})
+    return pd.DataFrame(rows)
+
+
+def ratio_frame(comparison: Comparison) -> pd.DataFrame:
+    rows = []
+    for stage in comparison.stages:
+        for metric in stage.metrics.values():
+            rows.append({"stage": stage.key, "metric": metric.label,
+                         "baseline": metric.baseline, "candidate": metric.candidate,
+                         "ratio": metric.ratio,
+                         "ci95": (f"{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}"
+                                  if metric.ci95 else "—"),
+                         "verdict": metric.verdict})
+    return pd.DataFrame(rows)
+
+
+def caveats(comparison: Comparison) -> list[str]:
+    notes = list(comparison.warnings) + list(comparison.guards)
+    for stage in comparison.stages:
+        notes += [f"{stage.key}: {g}" for g in stage.guards]
+        for metric in stage.metrics.values():
+            if metric.verdict == "no significant change" and metric.metric == "latency_p95_ms":
+                notes.append(f"{stage.key}: p95 latency shows no significant change "
+                             f"({'; '.join(metric.reasons)})")
+    if comparison.capacity.reason:
+        notes.append(f"capacity: {comparison.capacity.reason}")
+    return list(dict.fromkeys(notes))
+
+
+def talking_points(comparison: Comparison) -> list[str]:
+    """Interview talking points, filled from measured numbers only; nothing when unmeasured."""
+    points = []
+    base, cand = comparison.baseline, comparison.candidate
+    levels = [m.level for m in comparison.baseline_metrics if m.level is not None]
+    model = comparison.baseline_metrics[0].model if comparison.baseline_metrics else None
+    unit = "concurrent users" if model == "vus" else "requests/s"
+    if levels:
+        total = sum(m.requests for m in comparison.baseline_metrics + comparison.candidate_metrics)
+        points.append(f"I load-tested both versions with k6 at {', '.join(map(str, levels))} "
+                      f"{unit} — {total:,} measured requests in all, every figure traceable to "
+                      f"runs {base.run_id} and {cand.run_id}.")
+    head = comparison.headline
+    if head is not None:
+        p95 = head.metrics["latency_p95_ms"]
+        success = head.metrics["success_rate"]
+        if p95.verdict == "improved" and p95.ci95:
+            points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
+                          f"{_ms(p95.candidate)}: {fmt_ratio(p95.ratio)} faster (95% interval "
+                          f"{p95.ci95[0]:.2f}–{p95.ci95[1]:.2f}x), with the success rate at "
+                          f"{_pct(success.candidate)} (was {_pct(success.baseline)}).")
+        elif p95.verdict == "trade-off":
+            points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
+                          f"{_ms(p95.candidate)}, but the success rate fell from "
+                          f"{_pct(success.baseline)} to {_pct(success.candidate)}: I present it "
+                          "as a trade-off (load shedding), not a speed-up.")
+        elif p95.verdict == "regressed":
+            points.append(f"Measured honestly, p95 latency at {head.level} {unit} got worse "
+                          f"({_ms(p95.baseline)} → {_ms(p95.candidate)}); the gain is elsewhere "
+                          "or not there.")
+        else:
+            points.append(f"At {head.level} {unit}, p95 latency showed no significant change "
+                          f"({_ms(p95.baseline)} → {_ms(p95.candidate)}).")
+    cap = comparison.capacity
+    if cap.ratio is not None and cap.ratio > 1:
+        points.append(f"Under an SLO of p95 ≤ {cap.slo.p95_ms:g} ms and ≥ {cap.slo.success:.0%} "
+                      f"success, capacity went from {cap.baseline.level} to "
+                      f"{cap.candidate.level} {unit} ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
+    return points
+
+
+def profile_settings(run: Run) -> dict[str, Any]:
+    profile = run.manifest.get("profile") or {}
+    return dict(profile.get("settings") or {})
+
+
+def methodology_rows(comparison: Comparison) -> list[dict[str, str]]:
+    rows = []
+    for role, run in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
+        m = run.manifest
+        plan = m.get("plan") or {}
+        script = m.get("script") or {}
+        commit = m.get("commit_info") or {}
+        machine = m.get("machine_info") or {}
+        rows.append({
+            "arm": f"{role}: {run.label}",
+            "run id": run.run_id,
+            "target": str(m.get("target") or "imported"),
+            "profile": str((m.get("profile") or {}).get("name") or "—"),
+            "plan": (f"{plan.get('model')} {plan.get('levels')} × {plan.get('duration_s')} s "
+                     f"(warm-up {plan.get('warmup_s')} s) × {plan.get('repeat')}"
+                     if plan else "imported (no plan)"),
+            "script": f"{script.get('name', '—')} sha256 {str(script.get('sha256', ''))[:12]}",
+            "k6": str((m.get("k6") or {}).get("version") or "—"),
+            "commit": (f"{str(commit.get('id', ''))[:10]}{' (dirty)' if commit.get('dirty') else ''}"
+                       if commit else "—"),
+            "machine": f"{machine.get('system')} {machine.get('machine')}, "
+                       f"{machine.get('cpu_count')} CPUs, Python {machine.get('python')}",
+            "window": f"{m.get('started_at')} → {m.get('ended_at')}",
+        })
+    return rows
+
+
+def settings_frame(comparison: Comparison) -> pd.DataFrame:
+    base, cand = profile_settings(comparison.baseline), profile_settings(comparison.candidate)
+    keys = [k for k in dict.fromkeys(list(base) + list(cand)) if k != "profile"]
+    return pd.DataFrame([{"setting": k, comparison.baseline.label: base.get(k, "—"),
+                          comparison.candidate.label: cand.get(k, "—"),
+                          "changed": "yes" if base.get(k) != cand.get(k) else ""} for k in keys])
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[h]).replace("|", "\\|") for h in headers) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: str) -> str:
+    base, cand = comparison.baseline, comparison.candidate
+    out = [f"# {title}", "",
+           f"*{cand.label}* against *{base.label}*, measured with k6. Every number below comes "
+           f"from runs `{base.run_id}` and `{cand.run_id}`; ratios above 1 favour "
+           f"*{cand.label}*, with 95% bootstrap intervals.", "",
+           "## Executive summary", "", achievement.get("summary", ""), ""]
+    if achievement.get("metrics"):
+        out += ["**Headline figures:** " + ", ".join(
+            f"{k.replace('_', ' ')}: **{v}**" for k, v in achievement["metrics"].items()), ""]
+    for key, reason in (achievement.get("omitted") or {}).items():
+        out.append(f"- *{key.replace('_', ' ')}* not claimed: {reason}")
+    out += ["", "## Metrics dashboard", "", _md_table(dashboard_rows(comparison)), "",
+            "## Load test results", ""]
+    for role, run, metrics in (("Before", base, comparison.baseline_metrics),
+                               ("After", cand, comparison.candidate_metrics)):
+        out += [f"**{role} ({run.label})**", "", "```"]
+        out += [stage_line(m) for m in metrics]
+        total = sum(m.requests for m in metrics)
+        limited = sum(m.rate_limited for m in metrics)
+        out += [f"Total requests: {total:,}",
+                f"Rate limited:   {limited / total:.1%}" if total else "", "```", ""]
+    notes = caveats(comparison)
+    out += ["## Caveats", ""] + ([f"- {n}" for n in notes] or ["- none raised"]) + [""]
+    points = talking_points(comparison)
+    out += ["## Interview talking points", ""]
+    for point in points:
+        out += [f"> {point}", ""]
+    out += ["## Methodology and provenance", "", _md_table(methodology_rows(comparison)), ""]
+    return "\n".join(out)
