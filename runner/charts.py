@@ -22,8 +22,14 @@ sns.set_theme(style="whitegrid", context="notebook")
 
 
 def _arms(comparison: Comparison) -> list[tuple[str, str, list[StageMetrics]]]:
+    if comparison.baseline.path == comparison.candidate.path:  # one arm on its own
+        return [("run", comparison.baseline.label, comparison.baseline_metrics)]
     return [("baseline", comparison.baseline.label, comparison.baseline_metrics),
             ("candidate", comparison.candidate.label, comparison.candidate_metrics)]
+
+
+def _palette(comparison: Comparison) -> list[str]:
+    return [PALETTE["baseline"], PALETTE["candidate"]][:len(_arms(comparison))]
 
 
 def _x_label(comparison: Comparison) -> str:
@@ -48,7 +54,7 @@ def latency_vs_load(comparison: Comparison) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 4.2))
     if rows:
         sns.lineplot(pd.DataFrame(rows), x="load", y="latency_ms", hue="arm", style="percentile",
-                     markers=True, ax=ax, palette=[PALETTE["baseline"], PALETTE["candidate"]])
+                     markers=True, ax=ax, palette=_palette(comparison))
     ax.axhline(comparison.capacity.slo.p95_ms, color="#d62728", lw=1, ls=":",
                label=f"SLO p95 {comparison.capacity.slo.p95_ms:g} ms")
     ax.set(xlabel=_x_label(comparison), ylabel="latency of 2xx answers (ms)",
@@ -70,7 +76,7 @@ def throughput_vs_load(comparison: Comparison) -> Figure:
     fig, ax = plt.subplots(figsize=(8, 4.2))
     if rows:
         sns.lineplot(pd.DataFrame(rows), x="load", y="req/s", hue="arm", style="measure",
-                     markers=True, ax=ax, palette=[PALETTE["baseline"], PALETTE["candidate"]])
+                     markers=True, ax=ax, palette=_palette(comparison))
     ax.set(xlabel=_x_label(comparison), ylabel="requests/s", title="Throughput and goodput")
     ax.legend(fontsize=8)
     fig.tight_layout()

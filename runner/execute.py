@@ -157,8 +157,6 @@ class RunSession:
         self.run.save()
         self._k6 = k6
         self._script_path = script_path
-        if self.profile is not None:
-            self._start_service()
         return self.run
 
     def _start_service(self) -> None:
@@ -179,9 +177,17 @@ class RunSession:
         self.run.manifest["target"] = service.url
         self.run.save()
 
+    def stop_service(self) -> None:
+        """Stop the reference service (the next repeat starts a fresh one)."""
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+
     def run_repeat(self, repeat: int) -> None:
         """Run every stage of the plan once, as repeat number ``repeat`` (1-based)."""
         assert self.run is not None, "open() first"
+        if self.profile is not None and self._service is None:
+            self._start_service()
         for stage in self.plan.stages:
             self._run_stage(stage, repeat)
 
@@ -302,9 +308,7 @@ class RunSession:
     def close(self, status: str | None = None, reason: str | None = None) -> Run:
         assert self.run is not None
         try:
-            if self._service is not None:
-                self._service.stop()
-                self._service = None
+            self.stop_service()
         finally:
             if status is None:
                 statuses = {s["status"] for s in self.run.stages}

@@ -31,13 +31,18 @@ REPORT_CSS = """
   .lp .card .ci { font-size: .8em; color: #666; }
   .lp table.lpt { border-collapse: collapse; font-size: .85em; margin: 6px 0 12px 0; }
   .lp table.lpt th { background: #eef2f7; text-align: left; padding: 4px 8px; }
-  .lp table.lpt td { border-top: 1px solid #e5e7eb; padding: 4px 8px; }
+  .lp table.lpt td { border-top: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
+  .lp table.lpt th { text-align: left !important; }
   .lp ul.caveats li { color: #7a4b00; }
   .lp blockquote { border-left: 4px solid #0b4f8a; margin: 6px 0; padding: 4px 12px;
                    background: #f4f8fc; }
   .lp pre.stages { background: #f6f8fa; padding: 8px; font-size: .82em; white-space: pre-wrap; }
   @page { size: A4; margin: 14mm 12mm; }
-  @media print { .jp-Cell { break-inside: avoid; } img { max-width: 100%; } }
+  @media print {
+    .jp-Cell { break-inside: avoid; }
+    .jp-MarkdownCell { break-after: avoid; page-break-after: avoid; }
+    img { max-width: 100%; }
+  }
 </style>
 """
 
@@ -123,8 +128,10 @@ def header(report: ReportData) -> Any:
             "bad" if verdict in ("regressed", "trade-off") else "flat")
         ci = record.get("ci95")
         ci_text = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else "no interval (a load level)"
-        cards.append(f'<div class="card"><div class="v {css}">{html.escape(value)}</div>'
-                     f'<div class="k">{label}</div><div class="ci">{ci_text}</div></div>')
+        shown = value.split(" (")[0] if key != "cost_savings" else value
+        cards.append(f'<div class="card"><div class="v {css}">{html.escape(shown)}</div>'
+                     f'<div class="k">{label}: {html.escape(verdict)}</div>'
+                     f'<div class="ci">{ci_text}</div></div>')
     body = (REPORT_CSS + f"<h1>{html.escape(report.title)}</h1>"
             f'<div class="sub"><b>{html.escape(c.candidate.label)}</b> against '
             f"<b>{html.escape(c.baseline.label)}</b>, measured with k6. Runs "
@@ -200,11 +207,31 @@ def methodology(report: ReportData) -> Any:
     return _wrap(body)
 
 
+def figure(fig: Any) -> Any:
+    """A matplotlib figure as an embedded PNG (the same in Jupyter, HTML and PDF)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="png")
+
+
 def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
     comp = report.probe if probe else report.comparison
     if comp is None:
-        return None
-    return charts.ALL_CHARTS[name](comp)
+        from IPython.display import HTML
+
+        return HTML("<p><i>No arrival-rate probe in this report.</i></p>")
+    return figure(charts.ALL_CHARTS[name](comp))
+
+
+def arm_chart(run: Run, name: str) -> Any:
+    """A chart of one run on its own (latency_vs_load, throughput_vs_load, outcome_shares)."""
+    return figure(charts.ALL_CHARTS[name](compare_runs(run, run)))
 
 
 def run_table(run_ref: str | Path, runs_dir: str | Path = "data/runs") -> pd.DataFrame:

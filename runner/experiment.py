@@ -1,0 +1,151 @@
+"""Experiment files: the arms, the stage plan, repeats, the SLO and the report's metadata.
+Every mistake is an ExperimentError that names the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ExperimentError, LoadproofError
+from .plan import StagePlan, make_plan
+
+DEFAULT_EXPERIMENT = Path(__file__).parent / "experiments" / "orchestrator.yaml"
+TOP_KEYS = {"title", "name", "arms", "baseline", "candidate", "model", "stages",
+            "stage_duration", "warmup", "repeat", "script", "slo", "probe", "report"}
+ARM_KEYS = {"profile", "target", "set"}
+SLO_KEYS = {"p95_ms", "success", "min_successes"}
+PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script"}
+REPORT_KEYS = {"interview_value", "salary_target", "completion_date", "unit_cost",
+               "achievement_type", "currency"}
+
+
+@dataclass
+class Arm:
+    name: str
+    profile: str | None = None
+    target: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    name: str
+    title: str
+    baseline: Arm
+    candidate: Arm
+    plan: StagePlan
+    script: str
+    slo: dict[str, Any]
+    probe_plan: StagePlan | None
+    probe_script: str
+    report: dict[str, Any]
+    path: Path
+
+
+def _fail(path: Path, key: str, message: str) -> ExperimentError:
+    return ExperimentError(f"{path}: {key}: {message}", key=key, path=path)
+
+
+def _check_keys(path: Path, where: str, data: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _fail(path, where, f"expected a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise _fail(path, f"{where}.{unknown[0]}" if where else unknown[0],
+                    f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    return data
+
+
+def _typed(path: Path, key: str, value: Any, kinds: tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and bool not in kinds:
+        raise _fail(path, key, f"expected {what}, got {value!r}")
+    if not isinstance(value, kinds):
+        raise _fail(path, key, f"expected {what}, got {value!r}")
+    return value
+
+
+def _plan(path: Path, prefix: str, data: dict[str, Any], defaults: dict[str, Any]) -> StagePlan:
+    stages = data.get("stages", defaults.get("stages"))
+    if not isinstance(stages, list) or not stages:
+        raise _fail(path, f"{prefix}stages", "expected a list of load levels, e.g. [10, 50, 100]")
+    for level in stages:
+        _typed(path, f"{prefix}stages", level, (int,), "whole numbers")
+    try:
+        return make_plan(stages, model=str(data.get("model", defaults.get("model", "vus"))),
+                         stage_duration=data.get("stage_duration",
+                                                 defaults.get("stage_duration", "20s")),
+                         warmup=data.get("warmup", defaults.get("warmup", 0)),
+                         repeat=_typed(path, f"{prefix}repeat",
+                                       data.get("repeat", defaults.get("repeat", 1)), (int,),
+                                       "a whole number"))
+    except LoadproofError as exc:
+        flag = str(exc).split(" ", 1)[0].lstrip("-").replace("-", "_")
+        raise _fail(path, f"{prefix}{flag if flag in PROBE_KEYS | {'repeat'} else 'stages'}",
+                    str(exc)) from exc
+
+
+def load_experiment(path: str | Path | None = None) -> Experiment:
+    source = Path(path) if path else DEFAULT_EXPERIMENT
+    if not source.is_file():
+        raise ExperimentError(f"experiment file not found: {source}", path=source)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as exc:
+        raise ExperimentError(f"{source}: not valid YAML: {exc}", path=source) from exc
+    data = _check_keys(source, "", data, TOP_KEYS)
+    if "title" not in data:
+        raise _fail(source, "title", "missing; give the report a title")
+    title = _typed(source, "title", data["title"], (str,), "text")
+    arms_data = data.get("arms")
+    if not isinstance(arms_data, dict) or len(arms_data) != 2:
+        raise _fail(source, "arms", "expected exactly two arms, e.g. baseline: {profile: "
+                                    "baseline} and optimized: {profile: optimized}")
+    arms = []
+    for name, spec in arms_data.items():
+        spec = _check_keys(source, f"arms.{name}", spec, ARM_KEYS)
+        if ("profile" in spec) == ("target" in spec):
+            raise _fail(source, f"arms.{name}", "give exactly one of profile or target")
+        overrides = spec.get("set") or {}
+        if "set" in spec:
+            _check_keys(source, f"arms.{name}.set", overrides, set(overrides))
+            if "target" in spec:
+                raise _fail(source, f"arms.{name}.set", "only applies to a profile arm")
+        if "target" in spec:
+            target = _typed(source, f"arms.{name}.target", spec["target"], (str,), "a URL")
+            if not target.startswith(("http://", "https://")):
+                raise _fail(source, f"arms.{name}.target", f"{target!r} is not an http(s) URL")
+        arms.append(Arm(str(name), spec.get("profile"), spec.get("target"), dict(overrides)))
+    by_name = {a.name: a for a in arms}
+    base_name = data.get("baseline", arms[0].name)
+    cand_name = data.get("candidate", arms[1].name if base_name == arms[0].name else arms[0].name)
+    for key, value in (("baseline", base_name), ("candidate", cand_name)):
+        if value not in by_name:
+            raise _fail(source, key, f"{value!r} is not one of the arms ({', '.join(by_name)})")
+    if base_name == cand_name:
+        raise _fail(source, "candidate", "must differ from the baseline arm")
+    plan = _plan(source, "", data, {})
+    slo = _check_keys(source, "slo", data.get("slo") or {}, SLO_KEYS)
+    for key, kinds in (("p95_ms", (int, float)), ("success", (int, float)),
+                       ("min_successes", (int,))):
+        if key in slo:
+            _typed(source, f"slo.{key}", slo[key], kinds, "a number")
+    if "success" in slo and not 0 < slo["success"] <= 1:
+        raise _fail(source, "slo.success", "a share between 0 and 1, e.g. 0.99")
+    probe_plan = None
+    probe_script = "submit"
+    if data.get("probe"):
+        probe = _check_keys(source, "probe", data["probe"], PROBE_KEYS)
+        probe_plan = _plan(source, "probe.", probe, {"model": "rate", "repeat": 1})
+        probe_script = str(probe.get("script", "submit"))
+    report = _check_keys(source, "report", data.get("report") or {}, REPORT_KEYS)
+    if report.get("unit_cost") is not None:
+        _typed(source, "report.unit_cost", report["unit_cost"], (int, float), "a number")
+    name = str(data.get("name") or source.stem)
+    return Experiment(name=name, title=title, baseline=by_name[base_name],
+                      candidate=by_name[cand_name], plan=plan,
+                      script=str(data.get("script", "journey")), slo=slo,
+                      probe_plan=probe_plan, probe_script=probe_script, report=report,
+                      path=source)

@@ -1,0 +1,91 @@
+"""``loadproof pipeline``: run every arm (interleaved when repeated), the capacity probe,
+compare, and write the report folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from .achievements import AchievementOptions
+from .compare import Slo
+from .execute import Interrupted, RunSession
+from .experiment import Arm, Experiment, load_experiment
+from .plan import StagePlan
+from .progress import Progress
+from .report import make_report, notebook_path
+from .store import Run, slug, utcnow
+
+
+def _sessions(experiment: Experiment, plan: StagePlan, script: str, prefix: str,
+              runs_dir: Path, progress: Progress) -> list[RunSession]:
+    sessions = []
+    for arm in (experiment.baseline, experiment.candidate):
+        sessions.append(_session(arm, plan, script, prefix, runs_dir, progress))
+    return sessions
+
+
+def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path,
+             progress: Progress) -> RunSession:
+    return RunSession(plan=plan, label=f"{prefix}{arm.name}", target=arm.target,
+                      profile=arm.profile, script=script, out_dir=runs_dir, progress=progress,
+                      service_overrides=dict(arm.overrides))
+
+
+def run_arms(sessions: list[RunSession], repeat: int, progress: Progress) -> list[Run]:
+    """Open every arm, then run repeat 1 of each arm, repeat 2 of each, ... so that a drift
+    of the machine over time affects both arms alike."""
+    for session in sessions:
+        session.open()
+    try:
+        for number in range(1, repeat + 1):
+            for session in sessions:
+                progress.line(f"pipeline: arm {session.label}, repeat {number}/{repeat}")
+                session.run_repeat(number)
+                if repeat > 1:
+                    session.stop_service()
+    except KeyboardInterrupt:
+        runs = [s.close("incomplete", "interrupted (Ctrl-C)") for s in sessions]
+        raise Interrupted(runs[0]) from None
+    except BaseException as exc:
+        for session in sessions:
+            session.close("failed", f"{exc.__class__.__name__}: {exc}")
+        raise
+    return [session.close() for session in sessions]
+
+
+def run_pipeline(experiment_path: str | Path | None = None, *,
+                 reports_dir: Path = Path("reports"), runs_dir: Path = Path("data/runs"),
+                 progress: Progress | None = None) -> Path:
+    progress = progress or Progress()
+    experiment = load_experiment(experiment_path)
+    notebook_path("report")  # fail before any load if the notebooks are missing
+    started = time.monotonic()
+    progress.line(f"pipeline: {experiment.title} ({experiment.path})")
+    base, cand = run_arms(_sessions(experiment, experiment.plan, experiment.script, "",
+                                    runs_dir, progress), experiment.plan.repeat, progress)
+    probe: tuple[Run, Run] | None = None
+    if experiment.probe_plan is not None:
+        progress.line("pipeline: arrival-rate capacity probe")
+        probe_base, probe_cand = run_arms(
+            _sessions(experiment, experiment.probe_plan, experiment.probe_script, "probe-",
+                      runs_dir, progress), 1, progress)
+        probe = (probe_base, probe_cand)
+    slo = Slo(float(experiment.slo.get("p95_ms", 400.0)),
+              float(experiment.slo.get("success", 0.99)),
+              int(experiment.slo.get("min_successes", 30)))
+    report = experiment.report
+    options = AchievementOptions(
+        title=experiment.title,
+        achievement_type=str(report.get("achievement_type") or "performance_optimization"),
+        interview_value=report.get("interview_value"), salary_target=report.get("salary_target"),
+        completion_date=report.get("completion_date"), unit_cost=report.get("unit_cost"),
+        currency=str(report.get("currency") or "$"))
+    out = reports_dir / slug(experiment.name) / f"{utcnow():%Y%m%dT%H%M%SZ}"
+    progress.line("pipeline: comparing and writing the report")
+    make_report(base.path, cand.path, out_dir=out, slo=slo, options=options,
+                runs_dir=runs_dir, reports_dir=reports_dir, title=experiment.title,
+                probe=probe, progress=progress)
+    shutil.copy(experiment.path, out / "experiment.yaml")
+    progress.line(f"pipeline: done in {time.monotonic() - started:.0f} s")
+    return out
