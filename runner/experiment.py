@@ -73,14 +73,14 @@ def _plan(path: Path, prefix: str, data: dict[str, Any], defaults: dict[str, Any
         raise _fail(path, f"{prefix}stages", "expected a list of load levels, e.g. [10, 50, 100]")
     for level in stages:
         _typed(path, f"{prefix}stages", level, (int,), "whole numbers")
+    repeat = _typed(path, f"{prefix}repeat", data.get("repeat", defaults.get("repeat", 1)),
+                    (int,), "a whole number")
     try:
         return make_plan(stages, model=str(data.get("model", defaults.get("model", "vus"))),
                          stage_duration=data.get("stage_duration",
                                                  defaults.get("stage_duration", "20s")),
                          warmup=data.get("warmup", defaults.get("warmup", 0)),
-                         repeat=_typed(path, f"{prefix}repeat",
-                                       data.get("repeat", defaults.get("repeat", 1)), (int,),
-                                       "a whole number"))
+                         repeat=repeat)
     except LoadproofError as exc:
         flag = str(exc).split(" ", 1)[0].lstrip("-").replace("-", "_")
         raise _fail(path, f"{prefix}{flag if flag in PROBE_KEYS | {'repeat'} else 'stages'}",

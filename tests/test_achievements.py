@@ -1,0 +1,87 @@
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from runner.achievements import (
+    SCHEMA_PATH,
+    AchievementOptions,
+    build_achievement,
+    update_feed,
+    validate,
+    write_achievement,
+)
+from runner.compare import compare_runs
+from runner.errors import AchievementError
+
+from .helpers import make_run
+
+
+def _pair(tmp_path: Path):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(3)
+    slow = list(rng.uniform(300, 500, 200))
+    fast = list(rng.uniform(20, 40, 200))
+    base = make_run(tmp_path, "baseline", {"s1-10vus": (10, fast, [200] * 200),
+                                           "s2-50vus": (50, slow, [200] * 200),
+                                           "s3-100vus": (100, slow, [200] * 200)})
+    cand = make_run(tmp_path, "optimized", {"s1-10vus": (10, fast, [200] * 200),
+                                            "s2-50vus": (50, fast, [200] * 200),
+                                            "s3-100vus": (100, slow, [200] * 200)})
+    return compare_runs(base, cand)
+
+
+def test_achievement_is_measured_and_traceable(tmp_path: Path) -> None:
+    record = build_achievement(_pair(tmp_path), AchievementOptions(interview_value="high"))
+    jsonschema.validate(record, json.loads(SCHEMA_PATH.read_text()))
+    assert record["metrics"]["capacity_increase"] == "5.0x"
+    latency = record["measurements"]["latency_improvement"]
+    assert latency["runs"] == ["run-baseline", "run-optimized"]
+    assert latency["stage"] == "s3-100vus" and latency["files"]
+    assert record["interview_value"] == "high"
+    assert any(t.startswith("k6 v1.1.0") for t in record["technologies"])
+    # no unit cost, no savings: absent, with the reason
+    assert "cost_savings" not in record["metrics"]
+    assert "unit cost" in record["omitted"]["cost_savings"]
+
+
+def test_cost_savings_derived_from_capacity(tmp_path: Path) -> None:
+    record = build_achievement(_pair(tmp_path), AchievementOptions(unit_cost=100.0))
+    assert record["metrics"]["cost_savings"] == "$80.00 per instance-month at equal load"
+    assert record["measurements"]["cost_savings"]["ratio"] == 5.0
+
+
+def test_invalid_record_is_refused_before_writing(tmp_path: Path) -> None:
+    record = build_achievement(_pair(tmp_path))
+    record["metrics"]["cost_savings"] = 50000  # a number where a display string belongs
+    out = tmp_path / "a.json"
+    with pytest.raises(AchievementError, match="metrics/cost_savings"):
+        write_achievement(record, out)
+    assert not out.exists()
+    with pytest.raises(AchievementError):
+        validate({"title": "x"})
+
+
+def test_feed_has_stable_ids_newest_first(tmp_path: Path) -> None:
+    feed_path = tmp_path / "feed.json"
+    first = build_achievement(_pair(tmp_path / "one"))
+    update_feed(first, feed_path)
+    update_feed(first, feed_path)  # re-running updates its item, no duplicate
+    feed = json.loads(feed_path.read_text())
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert len(feed["items"]) == 1
+    other = dict(first, comparison_id="cmp-0000000000000001", title="other")
+    update_feed(other, feed_path)
+    feed = json.loads(feed_path.read_text())
+    assert [i["id"] for i in feed["items"]] == ["loadproof:cmp-0000000000000001",
+                                                f"loadproof:{first['comparison_id']}"]
+    assert feed["items"][1]["_loadproof"]["title"] == first["title"]
+
+
+def test_feed_that_is_not_a_feed_is_not_overwritten(tmp_path: Path) -> None:
+    feed_path = tmp_path / "feed.json"
+    feed_path.write_text('{"something": "else"}')
+    with pytest.raises(AchievementError, match="not a JSON Feed"):
+        update_feed(build_achievement(_pair(tmp_path)), feed_path)
+    assert feed_path.read_text() == '{"something": "else"}'
