@@ -242,8 +242,9 @@ def arm_capacity(metrics: list[StageMetrics], slo: Slo) -> ArmCapacity:
 
 
 def find_knee(metrics: list[StageMetrics]) -> tuple[int | None, str | None]:
-    """Open model: the first level where p95 more than doubles over the lightest stage's, or
-    more than 1% of the planned iterations were dropped."""
+    """Open model: the first level where p95 more than doubles over the lightest stage's (and
+    rises by at least 10 ms, so jitter on a few-ms floor is no knee), or more than 1% of the
+    planned iterations were dropped."""
     if not metrics or metrics[0].model != "rate":
         return None, None
     ordered = sorted(metrics, key=lambda m: m.level or 0)
@@ -253,7 +254,7 @@ def find_knee(metrics: list[StageMetrics]) -> tuple[int | None, str | None]:
         if m.dropped_iterations and planned and m.dropped_iterations > 0.01 * planned:
             return m.level, f"{m.dropped_iterations} dropped iterations at {m.level} req/s"
         p95 = m.latency_ok.p95_ms
-        if floor and p95 is not None and p95 > 2 * floor:
+        if floor and p95 is not None and p95 > 2 * floor and p95 - floor >= 10:
             return m.level, f"p95 {p95:.1f} ms, over twice the {floor:.1f} ms of the lightest stage"
     return None, "no knee within the tested levels"
 

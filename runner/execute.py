@@ -186,6 +186,8 @@ class RunSession:
     def run_repeat(self, repeat: int) -> None:
         """Run every stage of the plan once, as repeat number ``repeat`` (1-based)."""
         assert self.run is not None, "open() first"
+        if not self.run.stages:  # the run's window starts with its first stage
+            self.run.manifest["started_at"] = iso(utcnow())
         if self.profile is not None and self._service is None:
             self._start_service()
         for stage in self.plan.stages:

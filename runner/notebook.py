@@ -4,6 +4,7 @@ only; everything that computes lives in the package (and is tested there)."""
 from __future__ import annotations
 
 import html
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 from . import charts, summary
 from .achievements import AchievementOptions, build_achievement
 from .compare import Comparison, Slo, compare_runs
-from .errors import RunStoreError
+from .errors import RunStoreError, UsageError
 from .metrics import metrics_table, stage_metrics
 from .store import PROJECT_ROOT, Run, load_run
 
@@ -45,6 +46,49 @@ REPORT_CSS = """
   }
 </style>
 """
+
+
+_OPTIONAL_STR = (str, type(None))
+_NUMBER = (int, float)
+PARAMETERS: dict[str, dict[str, tuple[type, ...]]] = {
+    "report": {
+        "baseline_run": (str,), "candidate_run": (str,), "probe_baseline_run": _OPTIONAL_STR,
+        "probe_candidate_run": _OPTIONAL_STR, "title": (str,), "slo_p95_ms": _NUMBER,
+        "slo_success": _NUMBER, "min_successes": (int,),
+        "unit_cost": (int, float, type(None)), "interview_value": _OPTIONAL_STR,
+        "salary_target": _OPTIONAL_STR, "completion_date": _OPTIONAL_STR, "runs_dir": (str,),
+    },
+    "compare": {
+        "baseline_run": (str,), "candidate_run": (str,), "slo_p95_ms": _NUMBER,
+        "slo_success": _NUMBER, "min_successes": (int,), "runs_dir": (str,),
+    },
+    "load_test": {
+        "run_now": (bool,), "existing_run": (str,), "target": _OPTIONAL_STR,
+        "profile": _OPTIONAL_STR, "label": (str,), "stages": (str, list), "model": (str,),
+        "stage_duration": (str, int, float), "warmup": (str, int, float), "script": (str,),
+        "repeat": (int,), "out_dir": (str,),
+    },
+}
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def check_parameters(namespace: dict[str, Any], notebook: str) -> None:
+    """Before anything runs: unknown parameters and wrong types are a clear UsageError."""
+    spec = PARAMETERS[notebook]
+    given = {k for k, v in namespace.items() if not k.startswith("_")
+             and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)}
+    unknown = sorted(given - set(spec))
+    if unknown:
+        raise UsageError(f"{notebook}.ipynb: unknown parameter(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(spec)}")
+    for name, kinds in spec.items():
+        if name not in namespace:
+            raise UsageError(f"{notebook}.ipynb: parameter {name} is missing")
+        value = namespace[name]
+        wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        if wrong:
+            expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"{notebook}.ipynb: parameter {name}={value!r} should be {expected}")
 
 
 def find_path(path: str | Path) -> Path:

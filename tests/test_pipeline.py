@@ -1,0 +1,42 @@
+"""The one-command pipeline on the reference service (embedded PostgreSQL), kept short."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runner.pipeline import run_pipeline
+from runner.progress import Progress
+from runner.store import load_run
+
+EXPERIMENT = """\
+title: Pipeline test
+arms:
+  baseline: {profile: baseline}
+  optimized: {profile: optimized, set: {rate_limit_rps: 3000}}
+stages: [5, 20]
+stage_duration: 2s
+warmup: 1s
+repeat: 2
+probe: {stages: [100], stage_duration: 2s}
+report: {interview_value: high}
+"""
+
+
+def test_pipeline_end_to_end(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(EXPERIMENT)
+    out = run_pipeline(experiment, reports_dir=tmp_path / "reports",
+                       runs_dir=tmp_path / "runs", progress=Progress(quiet=True))
+    assert out.parent.name == "exp"
+    for name in ("report.html", "report.pdf", "report.md", "achievement.json", "report.ipynb",
+                 "experiment.yaml"):
+        assert (out / name).is_file(), name
+    runs = [load_run(p) for p in sorted((tmp_path / "runs").iterdir())]
+    labels = sorted(r.label for r in runs)
+    assert labels == ["baseline", "optimized", "probe-baseline", "probe-optimized"]
+    optimized = next(r for r in runs if r.label == "optimized")
+    assert optimized.status == "complete" and len(optimized.stages) == 4  # 2 stages x 2 repeats
+    assert optimized.manifest["profile"]["settings"]["rate_limit_rps"] == 3000
+    feed = json.loads((tmp_path / "reports" / "feed.json").read_text())
+    assert len(feed["items"]) == 1
