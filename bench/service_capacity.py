@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--duration", default="30s")
     parser.add_argument("--rates", default="200,400,600,800,1000,1200,1400")
     parser.add_argument("--sweep-duration", default="10s")
+    parser.add_argument("--no-sweep", action="store_true", help="part 1 only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an optimized-profile setting for part 1")
     args = parser.parse_args()
@@ -66,6 +67,8 @@ def main() -> None:
         figure("2xx share, median", ok * 100, "%", ">= 99.9", ok >= 0.999)
         figure("dropped iterations, median", dropped, "", "0", dropped == 0)
 
+        if args.no_sweep:
+            return
         print(f"2. capacity sweep at {args.rates} req/s, {args.sweep_duration} each", flush=True)
         slo = Slo(p95_ms=50.0, success=0.99)
         capacity = {}

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +53,10 @@ def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> P
     source = notebook_path(name)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False,
-                                   cwd=str(PROJECT_ROOT), log_output=False)
+        with _kernel_stderr_to(out_path.with_suffix(".kernel.log")):
+            papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
+                                       kernel_name="python3", progress_bar=False,
+                                       cwd=str(PROJECT_ROOT), log_output=False)
     except papermill.PapermillExecutionError as exc:
         raise ReportError(f"notebook {source.name} failed in cell {exc.exec_count} "
                           f"({exc.ename}: {exc.evalue}); the executed copy with the error is "
@@ -61,6 +66,25 @@ def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> P
                           "(run 'make install' to register the python3 kernel)",
                           path=out_path) from exc
     return out_path
+
+
+@contextlib.contextmanager
+def _kernel_stderr_to(log_path: Path) -> Iterator[None]:
+    """The kernel inherits our stderr and chatters on it (transport warnings); send that to a
+    log beside the executed notebook, kept only when it holds something."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "wb") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+    text = log_path.read_text(errors="replace")
+    if not text.strip() or all("without encryption" in line for line in text.strip().splitlines()):
+        log_path.unlink()
 
 
 def export_html(executed: Path, out_path: Path) -> Path:

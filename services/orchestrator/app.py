@@ -44,8 +44,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.state.orchestrator = state
         for _ in range(settings.workers):
             state.worker_tasks.append(asyncio.create_task(
-                worker_loop(worker_view(worker_engine), settings.worker_batch, settings.worker_idle_sleep_s,
+                worker_loop(worker_engine, settings.worker_batch, settings.worker_idle_sleep_s,
                             telemetry, state.stopping)))
+        if settings.gc_tuning:
+            import gc
+
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
         try:
             yield
         finally:

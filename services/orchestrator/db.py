@@ -15,7 +15,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 # pgserver warns when its own stop finds the server already stopped by ours.
-logging.getLogger("pgserver").setLevel(logging.ERROR)
+logging.getLogger("pgserver").setLevel(logging.CRITICAL)
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS personas (
@@ -90,6 +90,8 @@ class EmbeddedPostgres:
                 info = self._server.get_postmaster_info()
                 if info.process.is_running():
                     self.stop()
+                # stopped by us: keep pgserver's own exit hook from stopping it a second time
+                self._server._postmaster_info = None
             except Exception:  # already stopped, or stopped by someone else
                 pass
             try:
@@ -116,19 +118,46 @@ def make_engine(url: str, settings: Settings, *, pool_size: int | None = None,
     server_settings = {"application_name": "orchestrator"}
     if settings.request_timeout_s > 0:
         server_settings["statement_timeout"] = str(int(settings.request_timeout_s * 1000))
-    return create_async_engine(
+    windowed_ping = settings.pool_pre_ping and settings.pool_pre_ping_window_s > 0
+    engine = create_async_engine(
         normalize_url(url),
         pool_size=pool_size if pool_size is not None else settings.pool_size,
         max_overflow=max_overflow if max_overflow is not None else settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
         pool_recycle=settings.pool_recycle_s,
-        pool_pre_ping=settings.pool_pre_ping,
+        pool_pre_ping=settings.pool_pre_ping and not windowed_ping,
         connect_args={"server_settings": server_settings, "timeout": 5},
         # The API runs single statements, each its own transaction; autocommit also makes
         # the pre-ping one round trip instead of BEGIN / ping / ROLLBACK. Workers ask for
         # a real transaction through worker_view().
         isolation_level="AUTOCOMMIT",
     )
+    if windowed_ping:
+        install_windowed_ping(engine, settings.pool_pre_ping_window_s)
+    return engine
+
+
+def install_windowed_ping(engine: AsyncEngine, window_s: float) -> None:
+    """Pre-ping a connection on checkout only when it sat idle longer than ``window_s``: a
+    connection used a moment ago is as alive as a ping would show, and the ping is a round
+    trip on every request. A failed ping makes the pool replace the connection."""
+    import time
+
+    from sqlalchemy import event, exc
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def remember(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get("checked_in_at")
+        if last is not None and time.monotonic() - last < window_s:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            raise exc.DisconnectionError(f"pre-ping failed: {error}") from error
 
 
 def worker_view(engine: AsyncEngine) -> AsyncEngine:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     pool_timeout_s: float = Field(default=30.0, gt=0)
     pool_recycle_s: int = -1
     pool_pre_ping: bool = False
+    # with pre-ping on: skip the ping for a connection checked in less than this many seconds
+    # ago (HikariCP's "alive bypass window"); 0 pings on every checkout, as SQLAlchemy does
+    pool_pre_ping_window_s: float = Field(default=0.0, ge=0)
 
     # load shedding
     rate_limit_enabled: bool = False
@@ -55,6 +58,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=4, ge=0, le=64)
     worker_batch: int = Field(default=1, ge=1, le=1000)
     worker_idle_sleep_s: float = Field(default=0.05, gt=0)
+
+    # Python's cyclic GC: freeze start-up objects and collect young objects less often, so
+    # full collections (pauses of tens of ms on a busy heap) are rare; off keeps defaults
+    gc_tuning: bool = False
 
     # request limits
     max_body_bytes: int = Field(default=1_000_000, ge=1)

@@ -42,6 +42,9 @@ class AppState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def _bulkhead(self) -> asyncio.Semaphore | _NoLimit:
+        return self.bulkhead if self.bulkhead is not None else _NoLimit()
+
     @asynccontextmanager
     async def db(self) -> AsyncIterator[Any]:
         """An asyncpg connection checked out of the API pool (SQLAlchemy's QueuePool, with the
@@ -57,15 +60,15 @@ class AppState:
                                     headers={"Retry-After": "1"}) from None
         timeout = self.settings.request_timeout_s or None
         try:
-            async with asyncio.timeout(timeout):
-                if self.bulkhead is not None:
-                    async with self.bulkhead, self.engine.connect() as conn:
-                        raw = await conn.get_raw_connection()
-                        yield raw.driver_connection
-                else:
-                    async with self.engine.connect() as conn:
-                        raw = await conn.get_raw_connection()
-                        yield raw.driver_connection
+            async with asyncio.timeout(timeout), self._bulkhead(), self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                try:
+                    yield raw.driver_connection
+                except DB_FAILURES:
+                    # statements bypass SQLAlchemy, so tell the pool this connection is
+                    # unusable (dead server, or cancelled mid-protocol by a deadline)
+                    await conn.invalidate()
+                    raise
         except HTTPException:
             if breaker is not None:
                 breaker.release_probe()
@@ -79,6 +82,14 @@ class AppState:
             raise HTTPException(503, f"database {reason}", headers={"Retry-After": "1"}) from exc
         if breaker is not None:
             breaker.record_success()
+
+
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 def breaker_transition_recorder(telemetry: Telemetry) -> Callable[[BreakerState, BreakerState], None]:

@@ -7,26 +7,21 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-CLAIM = text(
-    "SELECT id, persona_id, task_type, payload FROM tasks WHERE status = 'queued' "
-    "ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED"
-)
-PERSONAS = text("SELECT id, name FROM personas WHERE id = ANY(:ids)")
-INSERT_RESULT = text(
-    "INSERT INTO task_results (task_id, output, tokens) VALUES (:task_id, :output, :tokens)"
-)
-FINISH = text(
-    "UPDATE tasks SET status = :status, error = :error, started_at = now(), finished_at = now() "
-    "WHERE id = :id"
-)
+CLAIM = ("SELECT id, persona_id, task_type, payload FROM tasks WHERE status = 'queued' "
+         "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED")
+PERSONAS = "SELECT id, name FROM personas WHERE id = ANY($1::text[])"
+INSERT_RESULT = "INSERT INTO task_results (task_id, output, tokens) VALUES ($1, $2, $3)"
+FINISH = ("UPDATE tasks AS t SET status = f.status, error = f.error, started_at = now(), "
+          "finished_at = now() FROM unnest($1::uuid[], $2::text[], $3::text[]) "
+          "AS f(id, status, error) WHERE t.id = f.id")
 
 
 def agent_output(persona_name: str, task_type: str, payload: object) -> tuple[str, int]:
@@ -37,32 +32,56 @@ def agent_output(persona_name: str, task_type: str, payload: object) -> tuple[st
 
 
 async def process_batch(engine: AsyncEngine, batch: int, telemetry: Telemetry) -> int:
-    """Claim and finish up to ``batch`` tasks; return how many were claimed."""
-    async with engine.begin() as conn:
-        claimed = (await conn.execute(CLAIM, {"batch": batch})).all()
-        if not claimed:
-            return 0
-        ids = list({row.persona_id for row in claimed})
-        names = {row.id: row.name for row in await conn.execute(PERSONAS, {"ids": ids})}
-        results, finishes = [], []
-        for row in claimed:
-            name = names.get(row.persona_id)
-            if name is None:
-                finishes.append({"id": row.id, "status": "failed",
-                                 "error": f"unknown persona {row.persona_id!r}"})
-                continue
-            output, tokens = agent_output(name, row.task_type, row.payload)
-            results.append({"task_id": row.id, "output": output, "tokens": tokens})
-            finishes.append({"id": row.id, "status": "done", "error": None})
-        if results:
-            await conn.execute(INSERT_RESULT, results)
-        await conn.execute(FINISH, finishes)
-    done = len(results)
+    """Claim and finish up to ``batch`` tasks in one transaction; return how many were claimed.
+
+    Statements run on the asyncpg connection checked out of the pool, like the API's."""
+    async with engine.connect() as sa_conn:
+        conn = (await sa_conn.get_raw_connection()).driver_connection
+        try:
+            claimed = await _claim_and_finish(conn, batch)
+        except BaseException:
+            await sa_conn.invalidate()  # its state after a failure mid-transaction is unknown
+            raise
+    if not claimed:
+        return 0
+    done = sum(1 for ok in claimed if ok)
     telemetry.tasks_processed.labels("done").inc(done)
     telemetry.tasks_processed.labels("failed").inc(len(claimed) - done)
     return len(claimed)
 
 
+async def _claim_and_finish(conn: Any, batch: int) -> list[bool]:
+    async with conn.transaction():
+        claimed = await conn.fetch(CLAIM, batch)
+        if not claimed:
+            return []
+        ids = list({row["persona_id"] for row in claimed})
+        names = {row["id"]: row["name"] for row in await conn.fetch(PERSONAS, ids)}
+        results = []
+        finish_ids: list[Any] = []
+        statuses: list[str] = []
+        errors: list[str | None] = []
+        outcome: list[bool] = []
+        for row in claimed:
+            name = names.get(row["persona_id"])
+            finish_ids.append(row["id"])
+            if name is None:
+                statuses.append("failed")
+                errors.append(f"unknown persona {row['persona_id']!r}")
+                outcome.append(False)
+                continue
+            payload = row["payload"]
+            if isinstance(payload, str):  # without a jsonb codec asyncpg hands over text
+                payload = json.loads(payload)
+            output, tokens = agent_output(name, row["task_type"], payload)
+            results.append((row["id"], output, tokens))
+            statuses.append("done")
+            errors.append(None)
+            outcome.append(True)
+        if results:
+            await conn.executemany(INSERT_RESULT, results)
+        await conn.execute(FINISH, finish_ids, statuses, errors)
+    return outcome
 async def worker_loop(engine: AsyncEngine, batch: int, idle_sleep_s: float,
                       telemetry: Telemetry, stopping: asyncio.Event) -> None:
     backoff = idle_sleep_s
@@ -73,7 +92,7 @@ async def worker_loop(engine: AsyncEngine, batch: int, idle_sleep_s: float,
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database may be down; keep trying, slower
-            log.warning("worker: %s", exc.__class__.__name__)
+            log.warning("worker: %s: %s", exc.__class__.__name__, exc)
             claimed = 0
             backoff = min(backoff * 2, 1.0)
         if claimed == 0:
