@@ -198,6 +198,11 @@ def compare_metric(spec: MetricSpec, base: StageMetrics, cand: StageMetrics,
         reasons.append(why or "no ratio")
         return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
                                 None, None, "not comparable", reasons)
+    if base.summary_only or cand.summary_only:
+        reasons.append("no interval: an arm was imported from a k6 summary alone, without "
+                       "per-request timings, so the ratio cannot be called significant")
+        return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
+                                ratio, None, "no interval", reasons)
     ci = stats.ratio_interval(_draws(base, spec.name, rng), _draws(cand, spec.name, rng),
                               spec.lower_is_better, ratio)
     result = stats.verdict(ci)

@@ -20,7 +20,7 @@ from .ingest import count_dropped_iterations, csv_to_parquet
 from .k6bin import find_k6, k6_version
 from .plan import Stage, StagePlan, format_duration
 from .progress import CsvTail, Progress
-from .scripts import is_shipped, resolve_script, sha256_file
+from .scripts import is_shipped, lib_sha256, resolve_script, sha256_file
 from .store import (
     DEFAULT_RUNS_DIR,
     FORMAT_VERSION,
@@ -145,7 +145,8 @@ class RunSession:
             "profile": profile_info,
             "plan": self.plan.to_dict(),
             "script": {"path": str(script_path), "name": script_path.stem,
-                       "sha256": sha256_file(script_path), "shipped": is_shipped(script_path)},
+                       "sha256": sha256_file(script_path), "shipped": is_shipped(script_path),
+                       "lib_sha256": lib_sha256() if is_shipped(script_path) else None},
             "k6": {"binary": str(k6), "version": version},
             "commit_info": git_commit(),
             "machine_info": machine_info(),

@@ -53,13 +53,20 @@ def import_files(files: list[Path | str], *, label: str,
     kinds = [(path, sniff(path)) for path in paths]
     raws = [(p, k) for p, k in kinds if k in RAW_KINDS]
     summaries = [(p, k) for p, k in kinds if k not in RAW_KINDS]
-    if not raws:
+    for path, kind in summaries:
+        if kind == "summary-v2":
+            raise ImportFormatError(
+                f"{path}: this is the machine-readable summary of k6 1.5 or newer, which "
+                "loadproof does not read yet; import the raw output (--out csv or --out json) "
+                "or a --summary-export / handleSummary JSON instead", path=path)
+    if not raws and len(summaries) > 1:
         raise ImportFormatError(
-            "import: only summary files were given; a summary has no per-request timings, so "
-            "percentiles and intervals cannot be computed. Add the raw output of the same test "
-            "(k6 run --out csv=FILE or --out json=FILE)", path=paths[0])
+            "import: several summaries and no raw output; give one summary per import (each "
+            "becomes a one-stage run) or the raw output of the test", path=paths[0])
     run_id, run_path = create_run_dir(Path(out_dir), label)
     stages: list[dict[str, Any]] = []
+    if not raws:
+        return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for repeat, (path, kind) in enumerate(raws, start=1):
@@ -102,6 +109,42 @@ def import_files(files: list[Path | str], *, label: str,
         "started_at": iso(utcnow()), "ended_at": iso(utcnow()), "stages": stages,
     }
     run = Run(run_path, manifest)
+    run.save()
+    return run
+
+
+def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
+                         kinds: list[tuple[Path, str]]) -> Run:
+    """A one-stage run from a summary: usable for point ratios, never for intervals."""
+    from .metrics import from_summary
+
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        import gzip
+
+        data = gzip.decompress(data)
+    atomic_write_bytes(run_path / "imported" / "summary-1.json", data)
+    record: dict[str, Any] = {
+        "dir": "r1-imported", "key": "imported", "index": 1, "repeat": 1, "level": None,
+        "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
+        "summary_only": True, "summary_file": "imported/summary-1.json",
+    }
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "run_id": run_id, "label": label,
+        "status": "complete", "status_reason": "imported from a summary alone: figures are "
+        "k6's aggregates, with no per-request timings and so no intervals",
+        "target": None, "profile": None, "plan": None, "script": None,
+        "k6": {"binary": None, "version": None},
+        "imported_from": [{"path": str(p.resolve()), "kind": k} for p, k in kinds],
+        "commit_info": git_commit(), "machine_info": machine_info(),
+        "started_at": iso(utcnow()), "ended_at": iso(utcnow()), "stages": [record],
+    }
+    run = Run(run_path, manifest)
+    try:
+        record["requests"] = from_summary(record, run).requests
+    except Exception:
+        shutil.rmtree(run_path, ignore_errors=True)
+        raise
     run.save()
     return run
 

@@ -58,6 +58,7 @@ class StageMetrics:
     latency_ok: Latency
     latency_all: Latency
     summary_p95_ms: float | None = None  # k6's own figure, for the cross-check
+    summary_only: bool = False  # imported from a summary alone: no samples, no intervals
     # sorted samples, kept for the bootstrap; not serialized
     ok_sorted: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
     per_repeat: list[StageMetrics] = field(default_factory=list, repr=False)
@@ -139,8 +140,64 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
+def _summary_values(metrics: dict[str, Any], *names: str) -> dict[str, Any] | None:
+    for name in names:
+        entry = metrics.get(name)
+        if isinstance(entry, dict):
+            values = entry.get("values", entry)  # handleSummary nests, --summary-export not
+            if isinstance(values, dict):
+                return values
+    return None
+
+
+def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
+    """Figures of a stage imported from a k6 summary alone. Percentiles are k6's (of
+    expected responses, which include 429 in loadproof's scripts); no interval is possible."""
+    path = run.path / record["summary_file"]
+    metrics = (read_json(path, what="k6 summary").get("metrics") or {})
+    reqs = _summary_values(metrics, "http_reqs{scenario:main}", "http_reqs")
+    if not reqs or not reqs.get("count"):
+        raise RunStoreError(f"{path}: no http_reqs in this summary", path=path)
+    requests = int(reqs["count"])
+    rate = float(reqs.get("rate") or 0)
+    duration_s = requests / rate if rate else 0.0
+    failed = _summary_values(metrics, "http_req_failed{scenario:main}", "http_req_failed") or {}
+    failed_share = float(failed.get("rate", failed.get("value", 0.0)) or 0.0)
+    limited_values = _summary_values(metrics, "rate_limited{scenario:main}", "rate_limited") or {}
+    limited = int(limited_values.get("count") or 0)
+    errors = int(round(failed_share * requests))
+    successes = max(requests - errors - limited, 0)
+    ok = _summary_values(metrics, "http_req_duration{expected_response:true}") or {}
+    every = _summary_values(metrics, "http_req_duration{scenario:main}", "http_req_duration") or {}
+
+    def latency(values: dict[str, Any], count: int) -> Latency:
+        def get(name: str) -> float | None:
+            value = values.get(name)
+            return float(value) if value is not None else None
+
+        return Latency(get("med"), get("p(90)"), get("p(95)"), get("p(99)"), get("max"), count)
+
+    dropped = _summary_values(metrics, "dropped_iterations{scenario:main}", "dropped_iterations")
+    return StageMetrics(
+        key=record["key"], index=int(record.get("index", 1)), level=record.get("level"),
+        model=record.get("model"), repeats=[int(record.get("repeat", 1))], status="complete",
+        requests=requests, successes=successes, rate_limited=limited, errors=errors,
+        duration_s=duration_s, throughput_rps=rate or None,
+        goodput_rps=successes / duration_s if duration_s else None,
+        success_rate=successes / requests, rate_limited_share=limited / requests,
+        error_share=errors / requests,
+        dropped_iterations=int(dropped.get("count") or 0) if dropped else None,
+        latency_ok=latency(ok, int(ok.get("count") or successes)),
+        latency_all=latency(every, requests),
+        summary_p95_ms=float(every["p(95)"]) if every.get("p(95)") is not None else None,
+        summary_only=True)
+
+
 def stage_metrics(run: Run) -> list[StageMetrics]:
     """One StageMetrics per stage key, repeats pooled, each with its per-repeat figures."""
+    summary_only = [s for s in run.stages if s.get("summary_only")]
+    if summary_only:
+        return [from_summary(record, run) for record in summary_only]
     frame = read_requests(run)
     records_by_key: dict[str, list[dict[str, Any]]] = {}
     for record in run.usable_stages():

@@ -31,6 +31,14 @@ def is_shipped(path: Path) -> bool:
     return path.resolve().parent == SCRIPTS_DIR.resolve()
 
 
+def lib_sha256() -> str:
+    """One hash over the shared library the shipped scripts import (runner/k6/lib)."""
+    digest = hashlib.sha256()
+    for lib in sorted((SCRIPTS_DIR / "lib").glob("*.js")):
+        digest.update(lib.name.encode() + b"\0" + lib.read_bytes())
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -89,9 +89,30 @@ def test_import_plain_k6_csv_in_unix_seconds(runs_dir: Path, tmp_path: Path) -> 
     assert stage.key == "imported" and stage.requests == 48 and stage.duration_s >= 0
 
 
-def test_import_refuses_summary_alone_and_writes_nothing(runs_dir: Path) -> None:
-    with pytest.raises(ImportFormatError, match="raw output"):
-        import_files([DATA / "summary_export.json"], label="x", out_dir=runs_dir)
+@pytest.mark.parametrize("name", ["summary_export.json", "handle_summary.json"])
+def test_import_summary_alone_gives_figures_without_intervals(runs_dir: Path, name: str) -> None:
+    run = import_files([DATA / name], label="s", out_dir=runs_dir)
+    (stage,) = stage_metrics(load_run(run.path))
+    # the main scenario: 81 requests, 16 of them 500s, 16 rate-limited (429)
+    assert stage.summary_only and stage.requests == 81
+    assert stage.errors == 16 and stage.rate_limited == 16 and stage.successes == 49
+    assert stage.latency_ok.p95_ms is not None and stage.latency_ok.p99_ms is not None
+    from runner.compare import compare_runs
+
+    other = import_files([DATA / name], label="t", out_dir=runs_dir)
+    p95 = compare_runs(run, other).stage("imported").metrics["latency_p95_ms"]
+    assert p95.ratio == 1.0 and p95.ci95 is None and p95.verdict == "no interval"
+
+
+def test_import_refuses_unknown_summary_shapes_and_writes_nothing(runs_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    newer = tmp_path / "summary-v2.json"
+    newer.write_text(json.dumps({"version": "1.5.0", "metrics": {"http": {}}}))
+    with pytest.raises(ImportFormatError, match="k6 1.5 or newer"):
+        import_files([newer], label="x", out_dir=runs_dir)
+    with pytest.raises(ImportFormatError, match="several summaries"):
+        import_files([DATA / "summary_export.json", DATA / "handle_summary.json"], label="x",
+                     out_dir=runs_dir)
     assert list(runs_dir.iterdir()) == []
 
 

@@ -64,3 +64,11 @@ def test_unknown_parameter_fails_before_anything_runs(tmp_path: Path) -> None:
 def test_wrong_type_is_named(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="repeat='two' should be int"):
         execute_notebook("load_test", tmp_path / "o.ipynb", {"repeat": "two"})
+
+
+def test_load_test_notebook_explores_a_sample_without_load(tmp_path: Path) -> None:
+    out = tmp_path / "load_test.ipynb"
+    execute_notebook("load_test", out, {"existing_run": str(SAMPLE / "optimized")})
+    executed = nbformat.read(out, as_version=4)
+    outputs = json.dumps([c.get("outputs") for c in executed.cells if c.cell_type == "code"])
+    assert "image/png" in outputs and "s4-150vus" in outputs

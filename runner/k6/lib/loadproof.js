@@ -61,6 +61,8 @@ export function stageOptions() {
   scenarios.main = scenario(model, level, duration, warmup && warmup !== '0s' ? warmup : '0s', 'main');
   return {
     scenarios: scenarios,
+    // every request carries its stage (the runner passes the same tag on the command line)
+    tags: { stage: __ENV.LP_STAGE || 'unstaged' },
     summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
     discardResponseBodies: false,
     thresholds: {
