@@ -154,7 +154,8 @@ def test_serve_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     assert httpx.get(f"{line}/health/ready", timeout=5).status_code == 200
     assert _pg_processes(data_dir)
     proc.send_signal(sig)
-    assert proc.wait(30) == 0
+    proc.communicate(timeout=30)  # waits, and closes the pipes
+    assert proc.returncode == 0
     time.sleep(0.5)
     assert _pg_processes(data_dir) == []
 

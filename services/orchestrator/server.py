@@ -111,6 +111,8 @@ class ServiceProcess:
         self.url = ""
         self.proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
+        self._log: Any = None
+        self._reader: threading.Thread | None = None
 
     def start(self) -> ServiceProcess:
         cmd = [sys.executable, "-m", "services.orchestrator", "--profile", self.profile,
@@ -120,6 +122,7 @@ class ServiceProcess:
         for key, value in self.overrides.items():
             cmd += ["--set", f"{key}={value}"]
         log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = log if self.log_path else None
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -136,7 +139,8 @@ class ServiceProcess:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         if not ready.wait(self.start_timeout_s) or not self.url:
             self.stop()
             raise ServiceStartError(
@@ -162,14 +166,25 @@ class ServiceProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(signal.SIGTERM)
+        if proc is None:
+            return None
         try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(5)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            return proc.returncode
+        finally:
+            if self._reader is not None:
+                self._reader.join(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def __enter__(self) -> ServiceProcess:
         return self.start()
