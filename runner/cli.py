@@ -118,11 +118,16 @@ def cmd_achievement(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import make_report
+    from .report import load_pair, make_report
 
+    probe = None
+    if (args.probe_baseline is None) != (args.probe_candidate is None):
+        raise UsageError("give both --probe-baseline and --probe-candidate, or neither")
+    if args.probe_baseline is not None:
+        probe = load_pair(args.probe_baseline, args.probe_candidate, Path(args.runs_dir))
     out = make_report(args.baseline, args.candidate, out_dir=args.out, slo=_slo(args),
                       options=_achievement_options(args), runs_dir=Path(args.runs_dir),
-                      reports_dir=Path(args.reports_dir), formats=args.formats)
+                      reports_dir=Path(args.reports_dir), formats=args.formats, probe=probe)
     print(out)
     return 0
 
@@ -217,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_achievement_args(rep)
     rep.add_argument("--out", default=None, help="output folder (default "
                                                  "reports/<candidate>-vs-<baseline>/<timestamp>)")
+    rep.add_argument("--probe-baseline", default=None, metavar="RUN",
+                     help="an arrival-rate probe run of the baseline, for capacity and knee")
+    rep.add_argument("--probe-candidate", default=None, metavar="RUN")
     rep.add_argument("--formats", default="html,pdf,md",
                      help="which of html,pdf,md to write (default all)")
     rep.set_defaults(func=cmd_report)

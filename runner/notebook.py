@@ -42,6 +42,8 @@ REPORT_CSS = """
   @media print {
     .jp-Cell { break-inside: avoid; }
     .jp-MarkdownCell { break-after: avoid; page-break-after: avoid; }
+    .lp table.lpt { font-size: .7em; }
+    .lp table.lpt td, .lp table.lpt th { padding: 3px 5px; }
     img { max-width: 100%; }
   }
 </style>
