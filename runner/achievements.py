@@ -37,7 +37,11 @@ def fmt_ratio(ratio: float | None, bound: str | None = None) -> str:
     prefix = "≥" if bound == "at_least" else ""
     if ratio >= 10:
         return f"{prefix}{ratio:.0f}x"
-    return f"{prefix}{ratio:.1f}x" if ratio >= 1.95 else f"{prefix}{ratio:.2f}x"
+    if ratio >= 1.95:
+        return f"{prefix}{ratio:.1f}x"
+    if ratio != 1.0 and f"{ratio:.2f}" == "1.00":  # 0.995 is not "1.00x regressed"
+        return f"{prefix}{ratio:.3f}x"
+    return f"{prefix}{ratio:.2f}x"
 
 
 def _files(comparison: Comparison, stage: str | None) -> list[str]:

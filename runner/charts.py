@@ -42,6 +42,16 @@ def _x(m: StageMetrics) -> Any:
     return m.level if m.level is not None else m.key
 
 
+def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, style: str,
+                  ylabel: str, title: str) -> tuple[Figure, Any]:
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    if rows:
+        sns.lineplot(pd.DataFrame(rows), x="load", y=y, hue="arm", style=style, markers=True,
+                     ax=ax, palette=_palette(comparison))
+    ax.set(xlabel=_x_label(comparison), ylabel=ylabel, title=title)
+    return fig, ax
+
+
 def latency_vs_load(comparison: Comparison) -> Figure:
     rows = []
     for role, label, metrics in _arms(comparison):
@@ -51,14 +61,10 @@ def latency_vs_load(comparison: Comparison) -> Figure:
                 if value is not None and m.successes >= comparison.capacity.slo.min_successes:
                     rows.append({"load": _x(m), "latency_ms": value, "arm": f"{role}: {label}",
                                  "percentile": name.removesuffix("_ms")})
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    if rows:
-        sns.lineplot(pd.DataFrame(rows), x="load", y="latency_ms", hue="arm", style="percentile",
-                     markers=True, ax=ax, palette=_palette(comparison))
+    fig, ax = _against_load(comparison, rows, "latency_ms", "percentile",
+                            "latency of 2xx answers (ms)", "Latency against load")
     ax.axhline(comparison.capacity.slo.p95_ms, color="#d62728", lw=1, ls=":",
                label=f"SLO p95 {comparison.capacity.slo.p95_ms:g} ms")
-    ax.set(xlabel=_x_label(comparison), ylabel="latency of 2xx answers (ms)",
-           title="Latency against load")
     ax.set_yscale("log")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -73,11 +79,8 @@ def throughput_vs_load(comparison: Comparison) -> Figure:
                 if value is not None:
                     rows.append({"load": _x(m), "req/s": value, "arm": f"{role}: {label}",
                                  "measure": name})
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    if rows:
-        sns.lineplot(pd.DataFrame(rows), x="load", y="req/s", hue="arm", style="measure",
-                     markers=True, ax=ax, palette=_palette(comparison))
-    ax.set(xlabel=_x_label(comparison), ylabel="requests/s", title="Throughput and goodput")
+    fig, ax = _against_load(comparison, rows, "req/s", "measure", "requests/s",
+                            "Throughput and goodput")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -85,3 +85,11 @@ def test_feed_that_is_not_a_feed_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(AchievementError, match="not a JSON Feed"):
         update_feed(build_achievement(_pair(tmp_path)), feed_path)
     assert feed_path.read_text() == '{"something": "else"}'
+
+
+def test_ratio_display() -> None:
+    from runner.achievements import fmt_ratio
+
+    assert [fmt_ratio(r) for r in (33.3, 3.24, 1.5, 1.0, 0.996, 0.5)] == \
+        ["33x", "3.2x", "1.50x", "1.00x", "0.996x", "0.50x"]
+    assert fmt_ratio(3.0, "at_least") == "≥3.0x" and fmt_ratio(None) == "n/a"
