@@ -230,6 +230,7 @@ class RunSession:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
             tail = CsvTail(str(raw_csv))
+            window: list[tuple[float, int]] = []
             started = time.monotonic()
             limit_s = stage.duration_s + stage.warmup_s + 120  # bounded even if k6 hangs
             try:
@@ -237,8 +238,15 @@ class RunSession:
                     time.sleep(0.5)
                     tail.poll()
                     elapsed = time.monotonic() - started
+                    # k6 appends to its CSV about once a second: rate over the last window
+                    window.append((elapsed, tail.requests))
+                    while len(window) > 2 and window[-1][0] - window[0][0] > 3.0:
+                        window.pop(0)
+                    span = window[-1][0] - window[0][0]
+                    rate = ((window[-1][1] - window[0][1]) / span) if span > 0 else 0.0
+                    shown = f"{rate:7.1f} req/s" if tail.requests else "waiting for k6's first results"
                     self.progress.status(
-                        f"{title}: {elapsed:5.1f}s  {tail.requests / max(elapsed, 1e-9):7.1f} req/s"
+                        f"{title}: {elapsed:5.1f}s  {shown}  requests {tail.requests}"
                         f"  errors {tail.errors}  429 {tail.rate_limited}")
                     if elapsed > limit_s:
                         proc.send_signal(signal.SIGINT)
