@@ -72,6 +72,20 @@ PARAMETERS: dict[str, dict[str, tuple[type, ...]]] = {
     },
 }
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# An experiment file is usable as a papermill parameter file (-f experiment.yaml): its keys
+# are known everywhere; `slo` and `report` fill the matching notebook parameters.
+EXPERIMENT_PARAMETERS: dict[str, tuple[type, ...]] = {
+    "title": (str,), "name": (str,), "arms": (dict,), "baseline": (str,), "candidate": (str,),
+    "model": (str,), "stages": (list, str), "stage_duration": (str, int, float),
+    "warmup": (str, int, float), "repeat": (int,), "script": (str,), "slo": (dict,),
+    "probe": (dict, type(None)), "report": (dict, type(None)),
+}
+_FROM_EXPERIMENT = {("slo", "p95_ms"): "slo_p95_ms", ("slo", "success"): "slo_success",
+                    ("slo", "min_successes"): "min_successes",
+                    ("report", "unit_cost"): "unit_cost",
+                    ("report", "interview_value"): "interview_value",
+                    ("report", "salary_target"): "salary_target",
+                    ("report", "completion_date"): "completion_date"}
 
 
 def check_parameters(namespace: dict[str, Any], notebook: str) -> None:
@@ -79,10 +93,21 @@ def check_parameters(namespace: dict[str, Any], notebook: str) -> None:
     spec = PARAMETERS[notebook]
     given = {k for k, v in namespace.items() if not k.startswith("_")
              and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)}
-    unknown = sorted(given - set(spec))
+    unknown = sorted(given - set(spec) - set(EXPERIMENT_PARAMETERS))
     if unknown:
         raise UsageError(f"{notebook}.ipynb: unknown parameter(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(spec)}")
+                         f"known: {', '.join(spec)} (and the keys of an experiment file)")
+    for name in given & set(EXPERIMENT_PARAMETERS) - set(spec):
+        kinds = EXPERIMENT_PARAMETERS[name]
+        if not isinstance(namespace[name], kinds):
+            raise UsageError(f"{notebook}.ipynb: experiment key {name}={namespace[name]!r} "
+                             f"has the wrong type")
+    for (section, key), target in _FROM_EXPERIMENT.items():
+        block = namespace.get(section)
+        if isinstance(block, dict) and key in block and target in spec:
+            namespace[target] = block[key]
+    if "slo_p95_ms" in spec and isinstance(namespace.get("slo_p95_ms"), int):
+        namespace["slo_p95_ms"] = float(namespace["slo_p95_ms"])
     for name, kinds in spec.items():
         if name not in namespace:
             raise UsageError(f"{notebook}.ipynb: parameter {name} is missing")

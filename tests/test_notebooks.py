@@ -72,3 +72,11 @@ def test_load_test_notebook_explores_a_sample_without_load(tmp_path: Path) -> No
     executed = nbformat.read(out, as_version=4)
     outputs = json.dumps([c.get("outputs") for c in executed.cells if c.cell_type == "code"])
     assert "image/png" in outputs and "s4-150vus" in outputs
+
+
+def test_an_experiment_file_is_a_papermill_parameter_file(tmp_path: Path) -> None:
+    out = tmp_path / "compare.ipynb"
+    result = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS_DIR / "compare.ipynb"),
+                             str(out), "-f", str(SAMPLE / "experiment.yaml"),
+                             "--no-progress-bar"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
