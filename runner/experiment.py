@@ -117,6 +117,15 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
             target = _typed(source, f"arms.{name}.target", spec["target"], (str,), "a URL")
             if not target.startswith(("http://", "https://")):
                 raise _fail(source, f"arms.{name}.target", f"{target!r} is not an http(s) URL")
+        if "profile" in spec:
+            from services.orchestrator.settings import ProfileError, load_settings
+
+            try:
+                load_settings(str(spec["profile"]), **overrides)
+            except ProfileError as exc:
+                key = f"arms.{name}.set" if overrides and "setting" in str(exc) \
+                    else f"arms.{name}.profile"
+                raise _fail(source, key, str(exc)) from exc
         arms.append(Arm(str(name), spec.get("profile"), spec.get("target"), dict(overrides)))
     by_name = {a.name: a for a in arms}
     base_name = data.get("baseline", arms[0].name)

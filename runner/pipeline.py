@@ -35,8 +35,15 @@ def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path
 def run_arms(sessions: list[RunSession], repeat: int, progress: Progress) -> list[Run]:
     """Open every arm, then run repeat 1 of each arm, repeat 2 of each, ... so that a drift
     of the machine over time affects both arms alike."""
-    for session in sessions:
-        session.open()
+    opened: list[RunSession] = []
+    try:
+        for session in sessions:
+            session.open()
+            opened.append(session)
+    except BaseException as exc:
+        for session in opened:  # no run is left marked "running"
+            session.close("failed", f"another arm could not start: {exc}")
+        raise
     try:
         for number in range(1, repeat + 1):
             for session in sessions:

@@ -29,6 +29,10 @@ def test_default_experiment_tells_the_seed_story() -> None:
      "arms.b.target"),
     ("title: t\narms: {a: {profile: baseline}, b: {profile: optimized}}\nstages: [10]\n"
      "baseline: c\n", "baseline"),
+    ("title: t\narms: {a: {profile: baseline}, b: {profile: fastest}}\nstages: [10]\n",
+     "arms.b.profile"),
+    ("title: t\narms: {a: {profile: baseline}, b: {profile: optimized, set: {pool_sise: 3}}}\n"
+     "stages: [10]\n", "arms.b.set"),
 ])
 def test_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "exp.yaml"
