@@ -209,10 +209,10 @@ class RunSession:
         }
         run.manifest["stages"].append(record)
         run.save()
-        cmd = [str(self._k6), "run", "--no-color", "--quiet",
-               "--tag", f"stage={stage.key}", "--tag", f"repeat={repeat}",
-               "--out", f"csv={raw_csv}"]
+        cmd = [str(self._k6), "run", "--no-color", "--quiet", "--out", f"csv={raw_csv}"]
         if not is_shipped(self._script_path):
+            # shipped scripts tag the stage themselves (and keep k6's tag set small)
+            cmd += ["--tag", f"stage={stage.key}", "--tag", f"repeat={repeat}"]
             # user scripts: the summary in the legacy export format, and the closed model
             # through k6's own flags (which override the script's options)
             cmd += ["--summary-export", str(summary_tmp)]
@@ -235,7 +235,7 @@ class RunSession:
             limit_s = stage.duration_s + stage.warmup_s + 120  # bounded even if k6 hangs
             try:
                 while proc.poll() is None:
-                    time.sleep(0.5)
+                    time.sleep(1.0)
                     tail.poll()
                     elapsed = time.monotonic() - started
                     # k6 appends to its CSV about once a second: rate over the last window
@@ -247,7 +247,8 @@ class RunSession:
                     shown = f"{rate:7.1f} req/s" if tail.requests else "waiting for k6's first results"
                     self.progress.status(
                         f"{title}: {elapsed:5.1f}s  {shown}  requests {tail.requests}"
-                        f"  errors {tail.errors}  429 {tail.rate_limited}")
+                        f"  errors {tail.recent_error_share:.1%}"
+                        f"  429 {tail.recent_rate_limited_share:.1%} (latest samples)")
                     if elapsed > limit_s:
                         proc.send_signal(signal.SIGINT)
                         proc.wait(30)
