@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import httpx
 
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
-from .ingest import count_dropped_iterations, csv_to_parquet
+from .ingest import count_dropped_iterations, csv_to_parquet, summary_values
 from .k6bin import find_k6, k6_version
 from .plan import Stage, StagePlan, format_duration
 from .progress import CsvTail, Progress
@@ -301,10 +301,8 @@ class RunSession:
             os.replace(summary_tmp, stage_dir / "summary.json")
             record["summary_file"] = f"{base}/summary.json"
             summary = read_json(stage_dir / "summary.json", what="k6 summary")
-            dropped = _summary_count(summary, "dropped_iterations{scenario:main}")
-            if dropped is None:
-                dropped = _summary_count(summary, "dropped_iterations")
-            record["dropped_iterations"] = dropped
+            record["dropped_iterations"] = _summary_count(
+                summary, "dropped_iterations{scenario:main}", "dropped_iterations")
         if raw_csv.is_file() and raw_csv.stat().st_size > 0:
             rows = csv_to_parquet(raw_csv, stage_dir / "requests.parquet", stage=stage.key,
                                   repeat=repeat)
@@ -342,13 +340,9 @@ class RunSession:
         self.run.save()
 
 
-def _summary_count(summary: dict[str, Any], metric: str) -> int | None:
-    entry = (summary.get("metrics") or {}).get(metric)
-    if not isinstance(entry, dict):
-        return None
-    values = entry.get("values", entry)
-    count = values.get("count") if isinstance(values, dict) else None
-    return int(count) if count is not None else 0
+def _summary_count(summary: dict[str, Any], *metrics: str) -> int | None:
+    values = summary_values(summary.get("metrics") or {}, *metrics)
+    return int(values.get("count") or 0) if values is not None else None
 
 
 def _tail(path: Path, lines: int = 15) -> str:

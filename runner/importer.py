@@ -11,7 +11,7 @@ from typing import Any, Literal
 import polars as pl
 
 from .errors import ImportFormatError, UsageError
-from .ingest import csv_to_parquet, ndjson_to_parquet, sniff
+from .ingest import csv_to_parquet, decompress_to, ndjson_to_parquet, read_bytes, sniff
 from .store import (
     DEFAULT_RUNS_DIR,
     FORMAT_VERSION,
@@ -74,8 +74,6 @@ def import_files(files: list[Path | str], *, label: str,
                 stage_dir.mkdir(parents=True)
                 out = stage_dir / "requests.parquet"
                 if kind == "csv":
-                    from .ingest import decompress_to
-
                     plain = decompress_to(path, Path(scratch))
                     csv_to_parquet(plain, out, stage=None, repeat=repeat,
                                    time_unit=_csv_time_unit(plain))
@@ -83,13 +81,7 @@ def import_files(files: list[Path | str], *, label: str,
                     ndjson_to_parquet(path, out, repeat=repeat)
                 stages.extend(_stage_records(out, stage_dir.name, repeat))
         for number, (path, _kind) in enumerate(summaries, start=1):
-            target = run_path / "imported" / f"summary-{number}.json"
-            data = path.read_bytes()
-            if data[:2] == b"\x1f\x8b":
-                import gzip
-
-                data = gzip.decompress(data)
-            atomic_write_bytes(target, data)
+            atomic_write_bytes(run_path / "imported" / f"summary-{number}.json", read_bytes(path))
         if len(summaries) == 1 and len(stages) == 1:
             stages[0]["summary_file"] = "imported/summary-1.json"
     except BaseException:
@@ -99,18 +91,23 @@ def import_files(files: list[Path | str], *, label: str,
         shutil.rmtree(run_path, ignore_errors=True)
         raise ImportFormatError(f"import: {', '.join(str(p) for p, _ in raws)} hold no "
                                 "http_req_duration samples outside a warm-up", path=raws[0][0])
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION, "run_id": run_id, "label": label,
-        "status": "complete", "status_reason": None, "target": None, "profile": None,
-        "plan": None,
-        "script": None, "k6": {"binary": None, "version": None},
-        "imported_from": [{"path": str(p.resolve()), "kind": k} for p, k in kinds],
-        "commit_info": git_commit(), "machine_info": machine_info(),
-        "started_at": iso(utcnow()), "ended_at": iso(utcnow()), "stages": stages,
-    }
-    run = Run(run_path, manifest)
+    run = Run(run_path, _manifest(run_id, label, kinds, stages, reason=None))
     run.save()
     return run
+
+
+def _manifest(run_id: str, label: str, kinds: list[tuple[Path, str]],
+              stages: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
+    """An imported run's manifest: no plan, target or script, and where its files came from."""
+    now = iso(utcnow())
+    return {
+        "format_version": FORMAT_VERSION, "run_id": run_id, "label": label,
+        "status": "complete", "status_reason": reason, "target": None, "profile": None,
+        "plan": None, "script": None, "k6": {"binary": None, "version": None},
+        "imported_from": [{"path": str(p.resolve()), "kind": k} for p, k in kinds],
+        "commit_info": git_commit(), "machine_info": machine_info(),
+        "started_at": now, "ended_at": now, "stages": stages,
+    }
 
 
 def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
@@ -118,28 +115,15 @@ def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
     """A one-stage run from a summary: usable for point ratios, never for intervals."""
     from .metrics import from_summary
 
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        import gzip
-
-        data = gzip.decompress(data)
-    atomic_write_bytes(run_path / "imported" / "summary-1.json", data)
+    atomic_write_bytes(run_path / "imported" / "summary-1.json", read_bytes(path))
     record: dict[str, Any] = {
         "dir": "r1-imported", "key": "imported", "index": 1, "repeat": 1, "level": None,
         "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
         "summary_only": True, "summary_file": "imported/summary-1.json",
     }
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION, "run_id": run_id, "label": label,
-        "status": "complete", "status_reason": "imported from a summary alone: figures are "
-        "k6's aggregates, with no per-request timings and so no intervals",
-        "target": None, "profile": None, "plan": None, "script": None,
-        "k6": {"binary": None, "version": None},
-        "imported_from": [{"path": str(p.resolve()), "kind": k} for p, k in kinds],
-        "commit_info": git_commit(), "machine_info": machine_info(),
-        "started_at": iso(utcnow()), "ended_at": iso(utcnow()), "stages": [record],
-    }
-    run = Run(run_path, manifest)
+    run = Run(run_path, _manifest(
+        run_id, label, kinds, [record], reason="imported from a summary alone: figures are "
+        "k6's aggregates, with no per-request timings and so no intervals"))
     try:
         record["requests"] = from_summary(record, run).requests
     except Exception:

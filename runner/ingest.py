@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import ImportFormatError
+from .store import FILE_MODE
 
 # The stable columns of requests.parquet.
 REQUEST_SCHEMA = pl.Schema({
@@ -84,7 +85,7 @@ def sink_atomically(frame: pl.LazyFrame, out_path: Path) -> None:
     os.close(fd)
     try:
         frame.sink_parquet(tmp, compression="zstd")
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,6 +157,24 @@ def sniff(path: Path) -> str:
         f"handleSummary JSON; gzipped files are fine", path=path)
 
 
+def summary_values(metrics: dict[str, Any], *names: str) -> dict[str, Any] | None:
+    """The values of the first of ``names`` present in a summary's metrics, whichever shape:
+    handleSummary nests them under "values", --summary-export does not."""
+    for name in names:
+        entry = metrics.get(name)
+        if isinstance(entry, dict):
+            values = entry.get("values", entry)
+            if isinstance(values, dict):
+                return values
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, decompressed when it is gzipped."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
 def summary_kind(data: Any) -> str | None:
     if not isinstance(data, dict):
         return None
@@ -215,7 +234,7 @@ def ndjson_to_parquet(path: Path, out_path: Path, *, repeat: int = 1,
                 if len(columns["timestamp"]) >= batch_rows:
                     flush()
             flush()
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from .errors import RunStoreError
+from .ingest import summary_values
 from .stats import FloatArray, percentile
 from .store import Run, read_json
 
@@ -90,12 +91,9 @@ def _summary_p95(run: Run, records: list[dict[str, Any]]) -> float | None:
         summary = read_json(run.path / records[0]["summary_file"], what="k6 summary")
     except RunStoreError:
         return None
-    metrics = summary.get("metrics") or {}
-    entry = metrics.get("http_req_duration{scenario:main}") or metrics.get("http_req_duration")
-    if not isinstance(entry, dict):
-        return None
-    values = entry.get("values", entry)
-    value = values.get("p(95)") if isinstance(values, dict) else None
+    values = summary_values(summary.get("metrics") or {}, "http_req_duration{scenario:main}",
+                            "http_req_duration")
+    value = values.get("p(95)") if values is not None else None
     return float(value) if value is not None else None
 
 
@@ -140,35 +138,25 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
-def _summary_values(metrics: dict[str, Any], *names: str) -> dict[str, Any] | None:
-    for name in names:
-        entry = metrics.get(name)
-        if isinstance(entry, dict):
-            values = entry.get("values", entry)  # handleSummary nests, --summary-export not
-            if isinstance(values, dict):
-                return values
-    return None
-
-
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
     """Figures of a stage imported from a k6 summary alone. Percentiles are k6's (of
     expected responses, which include 429 in loadproof's scripts); no interval is possible."""
     path = run.path / record["summary_file"]
     metrics = (read_json(path, what="k6 summary").get("metrics") or {})
-    reqs = _summary_values(metrics, "http_reqs{scenario:main}", "http_reqs")
+    reqs = summary_values(metrics, "http_reqs{scenario:main}", "http_reqs")
     if not reqs or not reqs.get("count"):
         raise RunStoreError(f"{path}: no http_reqs in this summary", path=path)
     requests = int(reqs["count"])
     rate = float(reqs.get("rate") or 0)
     duration_s = requests / rate if rate else 0.0
-    failed = _summary_values(metrics, "http_req_failed{scenario:main}", "http_req_failed") or {}
+    failed = summary_values(metrics, "http_req_failed{scenario:main}", "http_req_failed") or {}
     failed_share = float(failed.get("rate", failed.get("value", 0.0)) or 0.0)
-    limited_values = _summary_values(metrics, "rate_limited{scenario:main}", "rate_limited") or {}
+    limited_values = summary_values(metrics, "rate_limited{scenario:main}", "rate_limited") or {}
     limited = int(limited_values.get("count") or 0)
     errors = int(round(failed_share * requests))
     successes = max(requests - errors - limited, 0)
-    ok = _summary_values(metrics, "http_req_duration{expected_response:true}") or {}
-    every = _summary_values(metrics, "http_req_duration{scenario:main}", "http_req_duration") or {}
+    ok = summary_values(metrics, "http_req_duration{expected_response:true}") or {}
+    every = summary_values(metrics, "http_req_duration{scenario:main}", "http_req_duration") or {}
 
     def latency(values: dict[str, Any], count: int) -> Latency:
         def get(name: str) -> float | None:
@@ -177,7 +165,7 @@ def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
 
         return Latency(get("med"), get("p(90)"), get("p(95)"), get("p(99)"), get("max"), count)
 
-    dropped = _summary_values(metrics, "dropped_iterations{scenario:main}", "dropped_iterations")
+    dropped = summary_values(metrics, "dropped_iterations{scenario:main}", "dropped_iterations")
     return StageMetrics(
         key=record["key"], index=int(record.get("index", 1)), level=record.get("level"),
         model=record.get("model"), repeats=[int(record.get("repeat", 1))], status="complete",

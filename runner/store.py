@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 DEFAULT_RUNS_DIR = Path("data/runs")
 RUN_STATUSES = ("running", "complete", "incomplete", "failed")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FILE_MODE = 0o644  # every stored file, whichever way it was written
 
 
 def utcnow() -> dt.datetime:
@@ -39,15 +40,6 @@ def utcnow() -> dt.datetime:
 
 def iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -59,7 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; stored files are ordinary files
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; stored files are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

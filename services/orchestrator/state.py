@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,8 +43,8 @@ class AppState:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def _bulkhead(self) -> asyncio.Semaphore | _NoLimit:
-        return self.bulkhead if self.bulkhead is not None else _NoLimit()
+    def _bulkhead(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        return self.bulkhead if self.bulkhead is not None else contextlib.nullcontext()
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[Any]:
@@ -82,14 +83,6 @@ class AppState:
             raise HTTPException(503, f"database {reason}", headers={"Retry-After": "1"}) from exc
         if breaker is not None:
             breaker.record_success()
-
-
-class _NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def breaker_transition_recorder(telemetry: Telemetry) -> Callable[[BreakerState, BreakerState], None]:
