@@ -17,7 +17,7 @@ import httpx
 
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, summary_values
-from .k6bin import find_k6, k6_version
+from .k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults, k6_version
 from .plan import Stage, StagePlan, format_duration
 from .progress import CsvTail, Progress
 from .scripts import is_shipped, lib_sha256, resolve_script, sha256_file
@@ -121,6 +121,7 @@ class RunSession:
                                "from LP_MODEL/LP_LEVEL/LP_DURATION (see runner/k6/lib)")
         k6 = find_k6()
         version = k6_version(k6)
+        self._k6_env = {**k6_gc_defaults(), **os.environ, **self.env}
         profile_info = None
         if self.profile is not None:
             from services.orchestrator.settings import ProfileError, load_settings
@@ -147,7 +148,8 @@ class RunSession:
             "script": {"path": str(script_path), "name": script_path.stem,
                        "sha256": sha256_file(script_path), "shipped": is_shipped(script_path),
                        "lib_sha256": lib_sha256() if is_shipped(script_path) else None},
-            "k6": {"binary": str(k6), "version": version},
+            "k6": {"binary": str(k6), "version": version,
+                   "go_env": {key: self._k6_env[key] for key in GO_GC_KEYS}},
             "commit_info": git_commit(),
             "machine_info": machine_info(),
             "started_at": iso(utcnow()),
@@ -220,7 +222,7 @@ class RunSession:
                 cmd += ["--vus", str(stage.level),
                         "--duration", format_duration(stage.duration_s + stage.warmup_s)]
         cmd.append(str(self._script_path))
-        env = {**os.environ, **self.env, **stage_env(stage, repeat, self.target, summary_tmp)}
+        env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp)}
         title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
         self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
                            + (f" after {format_duration(stage.warmup_s)} warm-up"

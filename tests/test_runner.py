@@ -66,6 +66,25 @@ def test_thresholds_crossed_keep_results(runs_dir: Path, tmp_path: Path) -> None
     assert (run.path / stage["summary_file"]).is_file()  # --summary-export for user scripts
 
 
+def test_k6_runs_with_recorded_gc_settings_that_the_user_can_override(
+        runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "env.js"
+    script.write_text("import http from 'k6/http';\n"
+                      "export default function () {\n"
+                      "  console.log(`gc ${__ENV.GOGC} ${__ENV.GOMEMLIMIT}`);\n"
+                      "  http.get(__ENV.LP_TARGET);\n}\n")
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    monkeypatch.setenv("GOGC", "150")
+    with tiny_server() as url:
+        run = run_stages(make_plan("1", stage_duration="1s"), label="gc", target=url,
+                         script=str(script), out_dir=runs_dir, progress=QUIET)
+    go_env = load_run(run.path).manifest["k6"]["go_env"]
+    assert go_env["GOGC"] == "150"  # the user's value wins
+    assert go_env["GOMEMLIMIT"].endswith("MiB") and int(go_env["GOMEMLIMIT"][:-3]) >= 256
+    log = (run.path / "stages" / run.stages[0]["dir"] / "k6.log").read_text()
+    assert f"gc 150 {go_env['GOMEMLIMIT']}" in log  # what is recorded is what k6 ran with
+
+
 @pytest.mark.parametrize(("body", "code", "message"), [
     ("export const options = { scenarios: { x: { executor: 'nope' } } };\n"
      "export default function () {}\n", 104, "unknown executor"),
