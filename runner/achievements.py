@@ -34,7 +34,7 @@ class AchievementOptions:
 def fmt_ratio(ratio: float | None, bound: str | None = None) -> str:
     if ratio is None:
         return "n/a"
-    prefix = "≥" if bound == "at_least" else ""
+    prefix = {"at_least": "≥", "at_most": "≤"}.get(bound or "", "")
     if ratio >= 10:
         return f"{prefix}{ratio:.0f}x"
     if ratio >= 1.95:
@@ -128,6 +128,9 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
                                    "invent savings")
     elif cap.ratio is None or cap.ratio <= 0:
         omitted["cost_savings"] = f"needs a measured capacity ratio: {omitted['capacity_increase']}"
+    elif cap.ratio_bound == "at_most":
+        omitted["cost_savings"] = (f"capacity fell ({fmt_ratio(cap.ratio, cap.ratio_bound)}, an "
+                                   "upper bound): the candidate needs more instances, not fewer")
     else:
         saving = options.unit_cost * (1 - 1 / cap.ratio)
         qualifier = "at least " if cap.ratio_bound == "at_least" else ""
@@ -146,7 +149,7 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
     for stage in comparison.stages:
         caveats.extend(f"{stage.key}: {g}" for g in stage.guards)
     base, cand = comparison.baseline, comparison.candidate
-    title = options.title or _default_title(metrics, base.label, cand.label)
+    title = options.title or _default_title(metrics, measurements, base.label, cand.label)
     record = {
         "format_version": 1,
         "comparison_id": comparison.comparison_id,
@@ -177,11 +180,14 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
     return record
 
 
-def _default_title(metrics: dict[str, str], base: str, cand: str) -> str:
+def _default_title(metrics: dict[str, str], measurements: dict[str, Any], base: str,
+                   cand: str) -> str:
     if "latency_improvement" in metrics and "(" not in metrics["latency_improvement"]:
         return f"{metrics['latency_improvement']} lower p95 latency: {cand} vs {base}"
     if "capacity_increase" in metrics:
-        return f"{metrics['capacity_increase']} capacity: {cand} vs {base}"
+        fell = measurements["capacity_increase"]["verdict"] == "regressed"
+        what = "of the baseline's capacity" if fell else "capacity"
+        return f"{metrics['capacity_increase']} {what}: {cand} vs {base}"
     return f"{cand} vs {base}: measured comparison"
 
 

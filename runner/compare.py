@@ -93,6 +93,10 @@ class ArmCapacity:
     knee_reason: str | None = None
 
 
+# how a capacity ratio's bound reads after the ratio
+BOUND_WORDS = {"at_least": " (lower bound)", "at_most": " (upper bound)"}
+
+
 @dataclass
 class Capacity:
     slo: Slo
@@ -100,7 +104,7 @@ class Capacity:
     baseline: ArmCapacity
     candidate: ArmCapacity
     ratio: float | None
-    ratio_bound: str | None  # "exact" or "at_least"
+    ratio_bound: str | None  # "exact", "at_least" or "at_most"
     reason: str | None
 
 
@@ -278,9 +282,13 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
     elif c.level is None:
         ratio, bound = 0.0, "exact"
         reason = "the candidate met the SLO at no stage"
+    elif b.bound == "at_least" and c.bound == "at_least":
+        reason = ("both arms met the SLO at every stage, so their capacities are beyond the "
+                  "plan: no capacity ratio (add higher stages)")
     elif b.bound == "at_least":
-        reason = ("the baseline met the SLO at every stage, so its capacity is beyond the plan: "
-                  "no capacity ratio (add higher stages)")
+        # the baseline held every stage, the candidate fell short: a regression whose size is
+        # known only as a ceiling (the baseline might hold far more than the plan asked)
+        ratio, bound = c.level / b.level, "at_most"
     else:
         ratio = c.level / b.level
         bound = "at_least" if c.bound == "at_least" else "exact"

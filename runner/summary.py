@@ -52,7 +52,8 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
     unit = " users" if cap.model == "vus" else " req/s"
     rows.append({
         "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
-        "Before": f"{cap.baseline.level}{unit}" if cap.baseline.level else "none met the SLO",
+        "Before": (f"{'≥' if cap.baseline.bound == 'at_least' else ''}{cap.baseline.level}{unit}"
+                   if cap.baseline.level else "none met the SLO"),
         "After": (f"{'≥' if cap.candidate.bound == 'at_least' else ''}{cap.candidate.level}{unit}"
                   if cap.candidate.level else "none met the SLO"),
         "Improvement": fmt_ratio(cap.ratio, cap.ratio_bound) if cap.ratio is not None
@@ -163,6 +164,14 @@ def talking_points(comparison: Comparison) -> list[str]:
         points.append(f"Under an SLO of p95 ≤ {cap.slo.p95_ms:g} ms and ≥ {cap.slo.success:.0%} "
                       f"success, capacity went from {cap.baseline.level} to "
                       f"{cap.candidate.level} {unit} ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
+    elif cap.ratio is not None and cap.ratio < 1:
+        held = f"{'every stage up to ' if cap.baseline.bound == 'at_least' else ''}"
+        points.append(f"Capacity under the SLO (p95 ≤ {cap.slo.p95_ms:g} ms, ≥ "
+                      f"{cap.slo.success:.0%} success) fell: the baseline held {held}"
+                      f"{cap.baseline.level} {unit}, the candidate "
+                      + (f"held {cap.candidate.level} {unit}" if cap.candidate.level
+                         else "held no stage")
+                      + f" ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
     return points
 
 

@@ -5,6 +5,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from runner import summary
 from runner.achievements import (
     SCHEMA_PATH,
     AchievementOptions,
@@ -50,6 +51,28 @@ def test_cost_savings_derived_from_capacity(tmp_path: Path) -> None:
     record = build_achievement(_pair(tmp_path), AchievementOptions(unit_cost=100.0))
     assert record["metrics"]["cost_savings"] == "$80.00 per instance-month at equal load"
     assert record["measurements"]["cost_savings"]["ratio"] == 5.0
+
+
+def test_capacity_loss_is_reported_not_hidden(tmp_path: Path) -> None:
+    # the baseline held the SLO at every stage, the candidate only at the first: the guard
+    # that refuses a ratio for "beyond the plan" must not hide this loss
+    rng = np.random.default_rng(4)
+    slow = list(rng.uniform(300, 500, 200))
+    fast = list(rng.uniform(20, 40, 200))
+    base = make_run(tmp_path, "baseline", {"s1-10vus": (10, fast, [200] * 200),
+                                           "s2-50vus": (50, fast, [200] * 200)})
+    cand = make_run(tmp_path, "optimized", {"s1-10vus": (10, fast, [200] * 200),
+                                            "s2-50vus": (50, slow, [200] * 200)})
+    comparison = compare_runs(base, cand)
+    record = build_achievement(comparison, AchievementOptions(unit_cost=100.0))
+    jsonschema.validate(record, json.loads(SCHEMA_PATH.read_text()))
+    assert record["metrics"]["capacity_increase"] == "≤0.20x"
+    assert record["title"] == "≤0.20x of the baseline's capacity: optimized vs baseline"
+    measured = record["measurements"]["capacity_increase"]
+    assert measured["verdict"] == "regressed" and measured["bound"] == "at_most"
+    assert "cost_savings" not in record["metrics"]
+    assert "more instances" in record["omitted"]["cost_savings"]
+    assert any("fell" in point for point in summary.talking_points(comparison))
 
 
 def test_invalid_record_is_refused_before_writing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner import stats
+from runner.achievements import fmt_ratio
 from runner.compare import Slo, compare_runs
 from runner.metrics import stage_metrics
 
@@ -131,7 +132,12 @@ def test_capacity_and_ratio(tmp_path: Path) -> None:
                                         "s3-100vus": (100, *fast)})
     cap = compare_runs(base, cand_top).capacity
     assert cap.ratio == 10.0 and cap.ratio_bound == "at_least"
+    # the baseline held every stage, the candidate only the first: a regression, and its size
+    # is known only as a ceiling
     cap = compare_runs(cand_top, base).capacity
+    assert cap.ratio == 0.1 and cap.ratio_bound == "at_most" and cap.reason is None
+    assert fmt_ratio(cap.ratio, cap.ratio_bound) == "≤0.10x"
+    cap = compare_runs(cand_top, cand_top).capacity
     assert cap.ratio is None and "beyond the plan" in (cap.reason or "")
 
 
