@@ -107,7 +107,8 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
             measurements[name] = _measurement(comparison, head, metric)
     cap = comparison.capacity
     if cap.ratio is not None:
-        metrics["capacity_increase"] = fmt_ratio(cap.ratio, cap.ratio_bound)
+        metrics["capacity_increase"] = fmt_ratio(cap.ratio, cap.ratio_bound) + (
+            " (regressed)" if cap.ratio < 1 else "")
         measurements["capacity_increase"] = {
             "ratio": cap.ratio, "ci95": None, "bound": cap.ratio_bound,
             "metric": f"highest {cap.model or ''} level meeting p95 <= {cap.slo.p95_ms:g} ms and "
@@ -184,10 +185,10 @@ def _default_title(metrics: dict[str, str], measurements: dict[str, Any], base: 
                    cand: str) -> str:
     if "latency_improvement" in metrics and "(" not in metrics["latency_improvement"]:
         return f"{metrics['latency_improvement']} lower p95 latency: {cand} vs {base}"
-    if "capacity_increase" in metrics:
-        fell = measurements["capacity_increase"]["verdict"] == "regressed"
-        what = "of the baseline's capacity" if fell else "capacity"
-        return f"{metrics['capacity_increase']} {what}: {cand} vs {base}"
+    if "capacity_increase" in measurements:
+        cap = measurements["capacity_increase"]
+        what = "of the baseline's capacity" if cap["verdict"] == "regressed" else "capacity"
+        return f"{fmt_ratio(cap['ratio'], cap['bound'])} {what}: {cand} vs {base}"
     return f"{cand} vs {base}: measured comparison"
 
 
@@ -204,8 +205,10 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
             parts.append(f"success rate from {success.baseline:.1%} to {success.candidate:.1%}")
     if "capacity_increase" in metrics:
         cap = comparison.capacity
-        parts.append(f"capacity under the SLO from {cap.baseline.level} to "
-                     f"{cap.candidate.level} ({metrics['capacity_increase']})")
+        levels = [f"{'≥' if arm.bound == 'at_least' else ''}{arm.level or 0}"
+                  for arm in (cap.baseline, cap.candidate)]
+        parts.append(f"capacity under the SLO from {levels[0]} to {levels[1]} "
+                     f"({fmt_ratio(cap.ratio, cap.ratio_bound)})")
     return "; ".join(parts) + "." if parts else "No figure could be compared."
 
 

@@ -66,7 +66,7 @@ def test_capacity_loss_is_reported_not_hidden(tmp_path: Path) -> None:
     comparison = compare_runs(base, cand)
     record = build_achievement(comparison, AchievementOptions(unit_cost=100.0))
     jsonschema.validate(record, json.loads(SCHEMA_PATH.read_text()))
-    assert record["metrics"]["capacity_increase"] == "≤0.20x"
+    assert record["metrics"]["capacity_increase"] == "≤0.20x (regressed)"
     assert record["title"] == "≤0.20x of the baseline's capacity: optimized vs baseline"
     measured = record["measurements"]["capacity_increase"]
     assert measured["verdict"] == "regressed" and measured["bound"] == "at_most"
