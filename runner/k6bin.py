@@ -59,6 +59,7 @@ def k6_version(binary: Path) -> str:
 # set in the environment win (each run's manifest records what k6 ran with).
 K6_GOGC = "400"
 GO_GC_KEYS = ("GOGC", "GOMEMLIMIT")
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
 
 
 def k6_gc_defaults() -> dict[str, str]:
@@ -67,8 +68,16 @@ def k6_gc_defaults() -> dict[str, str]:
 
 
 def _half_of_memory_mib() -> int:
+    """Half of the memory this process may use: the machine's, or a container's (cgroup v2
+    memory.max) when that is smaller."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         total = 2 * 1024**3  # unknown: assume a small machine
+    try:
+        limit = CGROUP_MEMORY_MAX.read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
     return max(256, total // 2 // 1024**2)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import runner.execute as execute
+import runner.k6bin as k6bin
 from runner.errors import K6NotFoundError, TargetError, UsageError
 from runner.execute import run_stages
 from runner.k6bin import find_k6
@@ -83,6 +84,17 @@ def test_k6_runs_with_recorded_gc_settings_that_the_user_can_override(
     assert go_env["GOMEMLIMIT"].endswith("MiB") and int(go_env["GOMEMLIMIT"][:-3]) >= 256
     log = (run.path / "stages" / run.stages[0]["dir"] / "k6.log").read_text()
     assert f"gc 150 {go_env['GOMEMLIMIT']}" in log  # what is recorded is what k6 ran with
+
+
+def test_k6_memory_ceiling_follows_a_container_limit(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(k6bin, "CGROUP_MEMORY_MAX", limit)
+    limit.write_text("1073741824\n")  # a 1 GiB container on a bigger machine
+    assert k6bin.k6_gc_defaults() == {"GOGC": "400", "GOMEMLIMIT": "512MiB"}
+    limit.write_text("max\n")  # no limit: half of the machine's memory
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert k6bin.k6_gc_defaults()["GOMEMLIMIT"] == f"{max(256, machine // 2 // 1024**2)}MiB"
 
 
 @pytest.mark.parametrize(("body", "code", "message"), [
