@@ -228,14 +228,17 @@ class RunSession:
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
         interrupted = False
+        tail = CsvTail(str(raw_csv))
+        window: list[tuple[float, int]] = []
+        limit_s = stage.duration_s + stage.warmup_s + 120  # bounded even if k6 hangs
+        proc: subprocess.Popen[bytes] | None = None
         with open(stage_dir / "k6.log", "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-            tail = CsvTail(str(raw_csv))
-            window: list[tuple[float, int]] = []
-            started = time.monotonic()
-            limit_s = stage.duration_s + stage.warmup_s + 120  # bounded even if k6 hangs
             try:
+                # inside the try: a Ctrl-C just after k6 starts still stops it (k6 runs in a
+                # session of its own, so the terminal's SIGINT does not reach it)
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+                started = time.monotonic()
                 while proc.poll() is None:
                     time.sleep(1.0)
                     tail.poll()
@@ -255,6 +258,8 @@ class RunSession:
                         proc.send_signal(signal.SIGINT)
                         proc.wait(30)
             except KeyboardInterrupt:
+                if proc is None:  # k6 never started; the run's close marks this stage
+                    raise
                 interrupted = True
                 proc.send_signal(signal.SIGINT)  # k6 stops gracefully and writes its summary
                 try:
@@ -336,6 +341,13 @@ class RunSession:
 
     def _finish(self, status: str, reason: str | None) -> None:
         assert self.run is not None
+        for record in self.run.stages:
+            # a stage the run ended during (Ctrl-C before k6 had started, or while its files
+            # were being saved) is never left "running" in a finished run
+            if record["status"] == "running":
+                record["status"] = "failed" if status == "failed" else "incomplete"
+                record["status_reason"] = f"the run ended during this stage: {reason}"
+                record.setdefault("ended_at", iso(utcnow()))
         self.run.manifest["status"] = status
         self.run.manifest["status_reason"] = reason
         self.run.manifest["ended_at"] = iso(utcnow())

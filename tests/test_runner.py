@@ -213,6 +213,27 @@ def test_ctrl_c_keeps_finished_stages_and_exits_130(runs_dir: Path) -> None:
     assert stage_metrics(run)[0].requests > 0
 
 
+def test_ctrl_c_before_a_stage_starts_k6_leaves_no_stage_running(
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+
+    class InterruptOnSecond(execute.CsvTail):
+        def __init__(self, path: str) -> None:
+            made.append(path)
+            if len(made) == 2:  # Ctrl-C lands after stage 2 is recorded, before k6 starts
+                raise KeyboardInterrupt
+            super().__init__(path)
+
+    monkeypatch.setattr(execute, "CsvTail", InterruptOnSecond)
+    with tiny_server() as url, pytest.raises(execute.Interrupted) as caught:
+        run_stages(rate_plan("10,10"), label="early", target=url, script="quick",
+                   out_dir=runs_dir, progress=QUIET)
+    run = load_run(caught.value.run.path)
+    assert run.status == "incomplete"
+    assert [s["status"] for s in run.stages] == ["complete", "incomplete"]
+    assert "interrupted" in run.stages[1]["status_reason"]
+
+
 def test_run_ids_never_collide(tmp_path: Path) -> None:
     ids = {create_run_dir(tmp_path, "same")[0] for _ in range(50)}
     assert len(ids) == 50
