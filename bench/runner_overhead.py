@@ -31,17 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import figure, median  # noqa: E402
-from runner.k6bin import find_k6, k6_gc_defaults  # noqa: E402
+from runner.k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults  # noqa: E402
 from runner.metrics import stage_metrics  # noqa: E402
 from runner.scripts import resolve_script  # noqa: E402
 from runner.store import load_run  # noqa: E402
 from services.orchestrator.server import ServiceProcess  # noqa: E402
 
-GO_KEYS = ("GOGC", "GOMEMLIMIT")
-
 
 def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in GO_KEYS}
+    return {k: v for k, v in os.environ.items() if k not in GO_GC_KEYS}
 
 
 def plain_k6(url: str, vus: int, duration: int, tmp: Path, *, csv: bool = False,

@@ -205,10 +205,8 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
             parts.append(f"success rate from {success.baseline:.1%} to {success.candidate:.1%}")
     if "capacity_increase" in metrics:
         cap = comparison.capacity
-        levels = [f"{'≥' if arm.bound == 'at_least' else ''}{arm.level or 0}"
-                  for arm in (cap.baseline, cap.candidate)]
-        parts.append(f"capacity under the SLO from {levels[0]} to {levels[1]} "
-                     f"({fmt_ratio(cap.ratio, cap.ratio_bound)})")
+        parts.append(f"capacity under the SLO from {cap.baseline.shown()} to "
+                     f"{cap.candidate.shown()} ({fmt_ratio(cap.ratio, cap.ratio_bound)})")
     return "; ".join(parts) + "." if parts else "No figure could be compared."
 
 

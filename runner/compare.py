@@ -92,9 +92,14 @@ class ArmCapacity:
     knee_level: int | None = None
     knee_reason: str | None = None
 
+    def shown(self, unit: str = "") -> str:
+        """The level as reports print it: "≥150" when the top stage still met the SLO."""
+        prefix = "≥" if self.bound == "at_least" else ""
+        return f"{prefix}{self.level}{unit}" if self.level is not None else "none"
+
 
 # how a capacity ratio's bound reads after the ratio
-BOUND_WORDS = {"at_least": " (lower bound)", "at_most": " (upper bound)"}
+_BOUND_WORDS = {"at_least": " (lower bound)", "at_most": " (upper bound)"}
 
 
 @dataclass
@@ -106,6 +111,12 @@ class Capacity:
     ratio: float | None
     ratio_bound: str | None  # "exact", "at_least" or "at_most"
     reason: str | None
+
+    def ratio_text(self) -> str:
+        """"0.33x (upper bound)", or why there is no ratio."""
+        if self.ratio is None:
+            return f"no ratio: {self.reason}"
+        return f"{self.ratio:.2f}x{_BOUND_WORDS.get(self.ratio_bound or '', '')}"
 
 
 @dataclass

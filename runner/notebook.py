@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import charts, summary
 from .achievements import AchievementOptions, build_achievement
-from .compare import BOUND_WORDS, Comparison, Slo, compare_runs
+from .compare import Comparison, Slo, compare_runs
 from .errors import RunStoreError, UsageError
 from .metrics import metrics_table, stage_metrics
 from .store import PROJECT_ROOT, Run, load_run
@@ -243,9 +243,8 @@ def capacity(report: ReportData) -> Any:
                  "knee reason": arm.knee_reason or "—"}
                 for role, run, arm in (("baseline", comp.baseline, cap.baseline),
                                        ("candidate", comp.candidate, cap.candidate))]
-        ratio = (f"{cap.ratio:.2f}x{BOUND_WORDS.get(cap.ratio_bound or '', '')}"
-                 if cap.ratio is not None else f"no ratio: {cap.reason}")
-        parts.append(f"<h4>{name} ({cap.model}): capacity ratio {html.escape(ratio)}</h4>"
+        parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
+                     f"{html.escape(cap.ratio_text())}</h4>"
                      + _table(pd.DataFrame(rows)))
     return _wrap("".join(parts))
 

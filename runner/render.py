@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .compare import BOUND_WORDS, Comparison, MetricComparison
+from .compare import Comparison, MetricComparison
 
 
 def _num(value: float | None, unit: str) -> str:
@@ -43,10 +43,8 @@ def comparison_table(comparison: Comparison) -> str:
                          f"{metric.verdict}")
     cap = comparison.capacity
     lines += ["", f"capacity (p95 <= {cap.slo.p95_ms:g} ms, success >= {cap.slo.success:.0%}): "
-                  f"baseline {cap.baseline.level or 'none'}, candidate "
-                  f"{cap.candidate.level or 'none'}"
-              + (f" -> {cap.ratio:.2f}x{BOUND_WORDS.get(cap.ratio_bound or '', '')}"
-                 if cap.ratio is not None else f" -> no ratio: {cap.reason}")]
+                  f"baseline {cap.baseline.shown()}, candidate {cap.candidate.shown()} -> "
+                  f"{cap.ratio_text()}"]
     for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
         if capacity.knee_level is not None:
             lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")

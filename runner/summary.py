@@ -52,10 +52,8 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
     unit = " users" if cap.model == "vus" else " req/s"
     rows.append({
         "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
-        "Before": (f"{'≥' if cap.baseline.bound == 'at_least' else ''}{cap.baseline.level}{unit}"
-                   if cap.baseline.level else "none met the SLO"),
-        "After": (f"{'≥' if cap.candidate.bound == 'at_least' else ''}{cap.candidate.level}{unit}"
-                  if cap.candidate.level else "none met the SLO"),
+        "Before": cap.baseline.shown(unit) if cap.baseline.level else "none met the SLO",
+        "After": cap.candidate.shown(unit) if cap.candidate.level else "none met the SLO",
         "Improvement": fmt_ratio(cap.ratio, cap.ratio_bound) if cap.ratio is not None
         else f"no ratio: {cap.reason}",
     })
