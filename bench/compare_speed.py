@@ -15,8 +15,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.compare import compare_runs  # noqa: E402
+
 from bench._common import figure, median, timed  # noqa: E402
-from runner.compare import compare_runs  # noqa: E402
 from tests.helpers import make_run  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import polars as pl, sys
 OURS = """
 import sys
 from pathlib import Path
-from runner.ingest import csv_to_parquet
+from loadproof.ingest import csv_to_parquet
 csv_to_parquet(Path(sys.argv[1]), Path(sys.argv[2]), stage="s1-1000rps", repeat=1)
 """
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.pipeline import run_pipeline  # noqa: E402
+from loadproof.progress import Progress  # noqa: E402
+from loadproof.store import list_runs  # noqa: E402
+
 from bench._common import figure  # noqa: E402
-from runner.pipeline import run_pipeline  # noqa: E402
-from runner.progress import Progress  # noqa: E402
-from runner.store import list_runs  # noqa: E402
 
 EXPERIMENT = """\
 title: Pipeline overhead

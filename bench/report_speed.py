@@ -13,10 +13,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.progress import Progress  # noqa: E402
+from loadproof.report import make_report  # noqa: E402
+from loadproof.store import load_run  # noqa: E402
+
 from bench._common import figure, median, timed  # noqa: E402
-from runner.progress import Progress  # noqa: E402
-from runner.report import make_report  # noqa: E402
-from runner.store import load_run  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
 

@@ -30,12 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults  # noqa: E402
+from loadproof.metrics import stage_metrics  # noqa: E402
+from loadproof.orchestrator.server import ServiceProcess  # noqa: E402
+from loadproof.scripts import resolve_script  # noqa: E402
+from loadproof.store import load_run  # noqa: E402
+
 from bench._common import figure, median  # noqa: E402
-from runner.k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults  # noqa: E402
-from runner.metrics import stage_metrics  # noqa: E402
-from runner.scripts import resolve_script  # noqa: E402
-from runner.store import load_run  # noqa: E402
-from services.orchestrator.server import ServiceProcess  # noqa: E402
 
 
 def _base_env() -> dict[str, str]:
@@ -59,7 +60,7 @@ def plain_k6(url: str, vus: int, duration: int, tmp: Path, *, csv: bool = False,
 
 def through_loadproof(url: str, vus: int, duration: int, tmp: Path) -> float:
     env = dict(_base_env(), LP_PATH="/health/live")
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "run", "--target", url,
+    out = subprocess.run([sys.executable, "-m", "loadproof.cli", "run", "--target", url,
                           "--label", "overhead", "--stages", str(vus), "--stage-duration",
                           f"{duration}s", "--script", "quick", "--out", str(tmp / "runs")],
                          env=env, check=True, capture_output=True, text=True, cwd=ROOT,

@@ -20,12 +20,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.compare import Slo, arm_capacity  # noqa: E402
+from loadproof.execute import run_stages  # noqa: E402
+from loadproof.metrics import stage_metrics  # noqa: E402
+from loadproof.plan import make_plan  # noqa: E402
+from loadproof.progress import Progress  # noqa: E402
+
 from bench._common import figure, median  # noqa: E402
-from runner.compare import Slo, arm_capacity  # noqa: E402
-from runner.execute import run_stages  # noqa: E402
-from runner.metrics import stage_metrics  # noqa: E402
-from runner.plan import make_plan  # noqa: E402
-from runner.progress import Progress  # noqa: E402
 
 
 def held(profile: str, rate: int, duration: str, out: Path, overrides: dict[str, Any]) -> Any:

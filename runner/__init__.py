@@ -2,7 +2,7 @@
 
 The Python API the notebooks and the CLI share::
 
-    from runner import make_plan, run_stages, load_run, compare_runs
+    from loadproof import make_plan, run_stages, load_run, compare_runs
     run = run_stages(make_plan("10,50,100"), label="baseline", profile="baseline")
 """
 
@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "make_plan": "runner.plan",
-    "StagePlan": "runner.plan",
-    "run_stages": "runner.execute",
-    "RunSession": "runner.execute",
-    "load_run": "runner.store",
-    "Run": "runner.store",
-    "import_files": "runner.importer",
-    "stage_metrics": "runner.metrics",
-    "compare_runs": "runner.compare",
-    "Slo": "runner.compare",
-    "build_achievement": "runner.achievements",
-    "make_report": "runner.report",
-    "run_pipeline": "runner.pipeline",
+    "make_plan": "loadproof.plan",
+    "StagePlan": "loadproof.plan",
+    "run_stages": "loadproof.execute",
+    "RunSession": "loadproof.execute",
+    "load_run": "loadproof.store",
+    "Run": "loadproof.store",
+    "import_files": "loadproof.importer",
+    "stage_metrics": "loadproof.metrics",
+    "compare_runs": "loadproof.compare",
+    "Slo": "loadproof.compare",
+    "build_achievement": "loadproof.achievements",
+    "make_report": "loadproof.report",
+    "run_pipeline": "loadproof.pipeline",
 }
 
 if TYPE_CHECKING:
@@ -47,9 +47,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # lazy, so `import runner` stays cheap for the CLI and the notebooks' first cell
+    # lazy, so `import loadproof` stays cheap for the CLI and the notebooks' first cell
     if name in _EXPORTS:
         import importlib
 
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    raise AttributeError(f"module 'loadproof' has no attribute {name!r}")

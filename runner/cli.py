@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from services.orchestrator.__main__ import run_serve
+    from loadproof.orchestrator.__main__ import run_serve
 
     return run_serve(args)
 
@@ -39,8 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.profile is None:
             raise UsageError("--set changes the reference service's settings: use it with "
                              "--profile")
-        from services.orchestrator.__main__ import parse_set
-        from services.orchestrator.settings import ProfileError
+        from loadproof.orchestrator.__main__ import parse_set
+        from loadproof.orchestrator.settings import ProfileError
 
         try:
             overrides = parse_set(args.set)
@@ -167,7 +167,7 @@ def _add_achievement_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from services.orchestrator.__main__ import add_serve_arguments
+    from loadproof.orchestrator.__main__ import add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="loadproof", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

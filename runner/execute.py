@@ -124,7 +124,7 @@ class RunSession:
         self._k6_env = {**k6_gc_defaults(), **os.environ, **self.env}
         profile_info = None
         if self.profile is not None:
-            from services.orchestrator.settings import ProfileError, load_settings
+            from loadproof.orchestrator.settings import ProfileError, load_settings
 
             try:
                 profile_info = {"name": self.profile,
@@ -163,7 +163,7 @@ class RunSession:
         return self.run
 
     def _start_service(self) -> None:
-        from services.orchestrator.server import ServiceProcess, ServiceStartError
+        from loadproof.orchestrator.server import ServiceProcess, ServiceStartError
 
         assert self.run is not None and self.profile is not None
         self.progress.line(f"starting reference service (profile {self.profile}, embedded "

@@ -118,7 +118,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
             if not target.startswith(("http://", "https://")):
                 raise _fail(source, f"arms.{name}.target", f"{target!r} is not an http(s) URL")
         if "profile" in spec:
-            from services.orchestrator.settings import ProfileError, load_settings
+            from loadproof.orchestrator.settings import ProfileError, load_settings
 
             try:
                 load_settings(str(spec["profile"]), **overrides)

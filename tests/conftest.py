@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from services.orchestrator.db import EmbeddedPostgres
+from loadproof.orchestrator.db import EmbeddedPostgres
 
 DATA = Path(__file__).parent / "data"
 PROJECT = Path(__file__).parent.parent

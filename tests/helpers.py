@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-from runner.ingest import REQUEST_SCHEMA
-from runner.store import FORMAT_VERSION, Run, atomic_write_json
+from loadproof.ingest import REQUEST_SCHEMA
+from loadproof.store import FORMAT_VERSION, Run, atomic_write_json
 
 
 @contextmanager

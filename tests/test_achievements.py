@@ -4,9 +4,8 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-
-from runner import summary
-from runner.achievements import (
+from loadproof import summary
+from loadproof.achievements import (
     SCHEMA_PATH,
     AchievementOptions,
     build_achievement,
@@ -14,8 +13,8 @@ from runner.achievements import (
     validate,
     write_achievement,
 )
-from runner.compare import compare_runs
-from runner.errors import AchievementError
+from loadproof.compare import compare_runs
+from loadproof.errors import AchievementError
 
 from .helpers import make_run
 
@@ -111,7 +110,7 @@ def test_feed_that_is_not_a_feed_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_ratio_display() -> None:
-    from runner.achievements import fmt_ratio
+    from loadproof.achievements import fmt_ratio
 
     assert [fmt_ratio(r) for r in (33.3, 3.24, 1.5, 1.0, 0.996, 0.5)] == \
         ["33x", "3.2x", "1.50x", "1.00x", "0.996x", "0.50x"]

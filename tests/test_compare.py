@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from runner import stats
-from runner.achievements import fmt_ratio
-from runner.compare import Slo, compare_runs
-from runner.metrics import stage_metrics
+from loadproof import stats
+from loadproof.achievements import fmt_ratio
+from loadproof.compare import Slo, compare_runs
+from loadproof.metrics import stage_metrics
 
 from .helpers import make_run
 

@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-
-from runner.errors import ExperimentError
-from runner.experiment import DEFAULT_EXPERIMENT, load_experiment
+from loadproof.errors import ExperimentError
+from loadproof.experiment import DEFAULT_EXPERIMENT, load_experiment
 
 
 def test_default_experiment_tells_the_seed_story() -> None:

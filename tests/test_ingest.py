@@ -7,12 +7,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from runner.errors import ImportFormatError, RunStoreError
-from runner.importer import import_files
-from runner.ingest import REQUEST_COLUMNS, count_dropped_iterations, csv_to_parquet, sniff
-from runner.metrics import stage_metrics
-from runner.store import load_run
+from loadproof.errors import ImportFormatError, RunStoreError
+from loadproof.importer import import_files
+from loadproof.ingest import REQUEST_COLUMNS, count_dropped_iterations, csv_to_parquet, sniff
+from loadproof.metrics import stage_metrics
+from loadproof.store import load_run
 
 from .conftest import DATA
 
@@ -97,7 +96,7 @@ def test_import_summary_alone_gives_figures_without_intervals(runs_dir: Path, na
     assert stage.summary_only and stage.requests == 81
     assert stage.errors == 16 and stage.rate_limited == 16 and stage.successes == 49
     assert stage.latency_ok.p95_ms is not None and stage.latency_ok.p99_ms is not None
-    from runner.compare import compare_runs
+    from loadproof.compare import compare_runs
 
     other = import_files([DATA / name], label="t", out_dir=runs_dir)
     p95 = compare_runs(run, other).stage("imported").metrics["latency_p95_ms"]

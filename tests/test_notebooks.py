@@ -10,9 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from runner.errors import ReportError
-from runner.report import NOTEBOOKS_DIR, execute_notebook
+from loadproof.errors import ReportError
+from loadproof.report import NOTEBOOKS_DIR, execute_notebook
 
 from .conftest import SAMPLE
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runner.pipeline import run_pipeline
-from runner.progress import Progress
-from runner.store import load_run
+from loadproof.pipeline import run_pipeline
+from loadproof.progress import Progress
+from loadproof.store import load_run
 
 EXPERIMENT = """\
 title: Pipeline test

@@ -1,7 +1,6 @@
 import pytest
-
-from runner.errors import UsageError
-from runner.plan import make_plan, parse_duration
+from loadproof.errors import UsageError
+from loadproof.plan import make_plan, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1m30s", 90), ("500ms", 0.5),

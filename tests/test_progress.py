@@ -1,7 +1,7 @@
 import io
 from pathlib import Path
 
-from runner.progress import CsvTail, Progress
+from loadproof.progress import CsvTail, Progress
 
 from .conftest import DATA
 

@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.achievements import validate
+from loadproof.achievements import validate
 
 from .conftest import SAMPLE
 
 
 def loadproof(*args: str, cwd: Path | None = None, timeout: int = 240) \
         -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "loadproof.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
 

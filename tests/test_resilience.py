@@ -1,6 +1,6 @@
 """Token bucket and circuit breaker, on a fake clock."""
 
-from services.orchestrator.resilience import BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
+from loadproof.orchestrator.resilience import BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
 
 
 class Clock:

@@ -12,17 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import loadproof.execute as execute
+import loadproof.k6bin as k6bin
 import pytest
-
-import runner.execute as execute
-import runner.k6bin as k6bin
-from runner.errors import K6NotFoundError, TargetError, UsageError
-from runner.execute import run_stages
-from runner.k6bin import find_k6
-from runner.metrics import stage_metrics
-from runner.plan import make_plan
-from runner.progress import Progress
-from runner.store import create_run_dir, load_run
+from loadproof.errors import K6NotFoundError, TargetError, UsageError
+from loadproof.execute import run_stages
+from loadproof.k6bin import find_k6
+from loadproof.metrics import stage_metrics
+from loadproof.plan import make_plan
+from loadproof.progress import Progress
+from loadproof.store import create_run_dir, load_run
 
 from .helpers import tiny_server
 
@@ -158,7 +157,7 @@ def test_missing_k6_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     with pytest.raises(K6NotFoundError, match="make install"):
         find_k6()
     monkeypatch.setenv("K6_BINARY", "/bin/false")
-    from runner.k6bin import k6_version
+    from loadproof.k6bin import k6_version
 
     with pytest.raises(K6NotFoundError, match="not usable"):
         k6_version(find_k6())
@@ -189,7 +188,7 @@ def test_crash_in_stage_three_keeps_stages_one_and_two(runs_dir: Path,
 def test_ctrl_c_keeps_finished_stages_and_exits_130(runs_dir: Path) -> None:
     with tiny_server() as url:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.cli", "run", "--target", url, "--label", "stop",
+            [sys.executable, "-m", "loadproof.cli", "run", "--target", url, "--label", "stop",
              "--stages", "10,10,10", "--model", "rate", "--stage-duration", "2s",
              "--script", "quick", "--out", str(runs_dir)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -242,7 +241,7 @@ def test_run_ids_never_collide(tmp_path: Path) -> None:
 def test_cli_run_prints_run_dir_last(runs_dir: Path) -> None:
     with tiny_server() as url:
         out = subprocess.run(
-            [sys.executable, "-m", "runner.cli", "run", "--target", url, "--label", "cli",
+            [sys.executable, "-m", "loadproof.cli", "run", "--target", url, "--label", "cli",
              "--stages", "5", "--model", "rate", "--stage-duration", "1s", "--script", "quick",
              "--out", str(runs_dir)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

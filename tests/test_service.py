@@ -18,10 +18,9 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-
-from services.orchestrator.db import EmbeddedPostgres
-from services.orchestrator.server import ServiceProcess
-from services.orchestrator.settings import ProfileError, load_settings
+from loadproof.orchestrator.db import EmbeddedPostgres
+from loadproof.orchestrator.server import ServiceProcess
+from loadproof.orchestrator.settings import ProfileError, load_settings
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +144,7 @@ def _pg_processes(data_dir: Path) -> list[psutil.Process]:
 def test_serve_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     data_dir = tmp_path / "pg"
     env = dict(os.environ, ORCHESTRATOR_DATA_DIR=str(data_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--profile",
+    proc = subprocess.Popen([sys.executable, "-m", "loadproof.cli", "serve", "--profile",
                              "baseline", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None

@@ -1,4 +1,4 @@
-"""``python -m services.orchestrator``: the same start as ``loadproof serve``."""
+"""``python -m loadproof.orchestrator``: the same start as ``loadproof serve``."""
 
 from __future__ import annotations
 

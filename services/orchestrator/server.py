@@ -115,7 +115,7 @@ class ServiceProcess:
         self._reader: threading.Thread | None = None
 
     def start(self) -> ServiceProcess:
-        cmd = [sys.executable, "-m", "services.orchestrator", "--profile", self.profile,
+        cmd = [sys.executable, "-m", "loadproof.orchestrator", "--profile", self.profile,
                "--host", self.host, "--port", "0"]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
