@@ -55,21 +55,38 @@ def _files(comparison: Comparison, stage: str | None) -> list[str]:
 
 def _measurement(comparison: Comparison, stage: StageComparison, metric: MetricComparison) \
         -> dict[str, Any]:
+    interval = f"95% interval {metric.interval}" if metric.interval else None
+    note = "; ".join(([interval] if interval else []) + metric.reasons)
     return {
         "ratio": metric.ratio, "ci95": list(metric.ci95) if metric.ci95 else None,
         "metric": metric.metric, "stage": stage.key, "baseline": metric.baseline,
-        "candidate": metric.candidate, "unit": metric.unit, "verdict": metric.verdict,
+        "candidate": metric.candidate, "unit": metric.unit,
+        "verdict": metric.claim or metric.verdict,
         "runs": [comparison.baseline.run_id, comparison.candidate.run_id],
         "files": _files(comparison, stage.key),
-        **({"note": "; ".join(metric.reasons)} if metric.reasons else {}),
+        **({"note": note} if note else {}),
     }
 
 
 def _display(metric: MetricComparison) -> str:
+    """The headline string: the ratio, and the claim's verdict unless it is an improvement."""
     text = fmt_ratio(metric.ratio)
-    if metric.verdict == "improved":
+    verdict = metric.claim or metric.verdict
+    if verdict == "improved":
         return text
-    return f"{text} ({metric.verdict})"
+    return f"{text} ({verdict})"
+
+
+def regression_texts(comparison: Comparison) -> list[str]:
+    """Every claimed significant worsening, as the title, summary and caveats name it."""
+    return [f"{m.label} {fmt_ratio(m.ratio)} at {_where(s)} (worse"
+            + (f", 95% interval {m.ci95[0]:.2f}–{m.ci95[1]:.2f}x)" if m.ci95 else ")")
+            for s, m in comparison.regressions()]
+
+
+def _where(stage: StageComparison) -> str:
+    unit = {"vus": " users", "rate": " req/s"}.get(stage.baseline.model or "", "")
+    return f"{stage.level}{unit}" if stage.level is not None else stage.key
 
 
 def technologies(comparison: Comparison) -> list[str]:
@@ -108,19 +125,22 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
     cap = comparison.capacity
     if cap.ratio is not None:
         metrics["capacity_increase"] = fmt_ratio(cap.ratio, cap.ratio_bound) + (
-            " (regressed)" if cap.ratio < 1 else "")
+            "" if cap.verdict == "improved" else f" ({cap.verdict})")
         measurements["capacity_increase"] = {
-            "ratio": cap.ratio, "ci95": None, "bound": cap.ratio_bound,
+            "ratio": cap.ratio,
+            "ci95": None, "bound": cap.ratio_bound,
             "metric": f"highest {cap.model or ''} level meeting p95 <= {cap.slo.p95_ms:g} ms and "
                       f"success >= {cap.slo.success:.0%}".replace("  ", " "),
             "stage": None, "baseline": float(cap.baseline.level or 0),
             "candidate": float(cap.candidate.level or 0),
             "unit": "virtual users" if cap.model == "vus" else "requests/s",
-            "verdict": "improved" if cap.ratio > 1 else ("regressed" if cap.ratio < 1
-                                                         else "no change"),
+            "verdict": cap.verdict,
             "runs": [comparison.baseline.run_id, comparison.candidate.run_id],
             "files": _files(comparison, None),
-            "note": "capacity is a load level, so it has no bootstrap interval",
+            "note": ("capacity is a load level on the plan's grid: each arm's capacity lies "
+                     f"between the highest level it and every lower level met in every repeat "
+                     f"and the lowest level it missed in every repeat, so the ratio is "
+                     f"{cap.range_text()}"),
         }
     else:
         omitted["capacity_increase"] = cap.reason or "not measured"
@@ -129,28 +149,35 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
                                    "invent savings")
     elif cap.ratio is None or cap.ratio <= 0:
         omitted["cost_savings"] = f"needs a measured capacity ratio: {omitted['capacity_increase']}"
-    elif cap.ratio_bound == "at_most":
-        omitted["cost_savings"] = (f"capacity fell ({fmt_ratio(cap.ratio, cap.ratio_bound)}, an "
-                                   "upper bound): the candidate needs more instances, not fewer")
+    elif cap.verdict == "regressed" or cap.ratio < 1:
+        omitted["cost_savings"] = (f"capacity fell ({fmt_ratio(cap.ratio, cap.ratio_bound)}): "
+                                   "the candidate needs more instances, not fewer")
+    elif cap.verdict != "improved" or not cap.ratio_low or cap.ratio_low <= 1:
+        omitted["cost_savings"] = (f"savings need a capacity gain whose lower bound is above 1; "
+                                   f"the capacity ratio is {cap.range_text()} "
+                                   f"({cap.verdict})")
     else:
-        saving = options.unit_cost * (1 - 1 / cap.ratio)
-        qualifier = "at least " if cap.ratio_bound == "at_least" else ""
-        metrics["cost_savings"] = (f"{qualifier}{options.currency}{saving:,.2f} per "
+        # from the grid's lower bound of the ratio, so the saving is never overstated
+        saving = options.unit_cost * (1 - 1 / cap.ratio_low)
+        metrics["cost_savings"] = (f"at least {options.currency}{saving:,.2f} per "
                                    "instance-month at equal load")
         measurements["cost_savings"] = {
-            "ratio": cap.ratio, "ci95": None, "bound": cap.ratio_bound,
-            "metric": "unit_cost * (1 - 1 / capacity ratio)", "stage": None,
-            "baseline": options.unit_cost, "candidate": options.unit_cost / cap.ratio,
+            "ratio": cap.ratio_low, "ci95": None, "bound": "at_least",
+            "metric": "unit_cost * (1 - 1 / lower bound of the capacity ratio)", "stage": None,
+            "baseline": options.unit_cost, "candidate": options.unit_cost / cap.ratio_low,
             "unit": f"{options.currency} per instance-month",
             "verdict": "derived", "runs": [comparison.baseline.run_id,
                                            comparison.candidate.run_id],
             "note": "the same load needs 1/capacity-ratio of the instances",
         }
+    regressions = regression_texts(comparison)
     caveats = list(comparison.warnings) + list(comparison.guards)
+    caveats.extend(f"significantly worse: {text}" for text in regressions)
     for stage in comparison.stages:
         caveats.extend(f"{stage.key}: {g}" for g in stage.guards)
     base, cand = comparison.baseline, comparison.candidate
-    title = options.title or _default_title(metrics, measurements, base.label, cand.label)
+    title = options.title or _default_title(metrics, measurements, base.label, cand.label,
+                                            regressions)
     record = {
         "format_version": 1,
         "comparison_id": comparison.comparison_id,
@@ -182,13 +209,16 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
 
 
 def _default_title(metrics: dict[str, str], measurements: dict[str, Any], base: str,
-                   cand: str) -> str:
+                   cand: str, regressions: list[str]) -> str:
+    worse = f" (worse elsewhere: {'; '.join(regressions)})" if regressions else ""
     if "latency_improvement" in metrics and "(" not in metrics["latency_improvement"]:
-        return f"{metrics['latency_improvement']} lower p95 latency: {cand} vs {base}"
-    if "capacity_increase" in measurements:
-        cap = measurements["capacity_increase"]
+        return f"{metrics['latency_improvement']} lower p95 latency: {cand} vs {base}{worse}"
+    cap = measurements.get("capacity_increase")
+    if cap is not None and cap["verdict"] in ("improved", "regressed"):
         what = "of the baseline's capacity" if cap["verdict"] == "regressed" else "capacity"
-        return f"{fmt_ratio(cap['ratio'], cap['bound'])} {what}: {cand} vs {base}"
+        return f"{fmt_ratio(cap['ratio'], cap['bound'])} {what}: {cand} vs {base}{worse}"
+    if regressions:
+        return f"{cand} vs {base}: worse at {'; '.join(regressions)}"
     return f"{cand} vs {base}: measured comparison"
 
 
@@ -199,14 +229,18 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
         p95 = head.metrics["latency_p95_ms"]
         success = head.metrics["success_rate"]
         if p95.baseline is not None and p95.candidate is not None:
-            parts.append(f"At {head.key}, p95 latency went from {p95.baseline:.1f} ms to "
-                         f"{p95.candidate:.1f} ms ({p95.verdict})")
+            parts.append(f"At {_where(head)}, p95 latency went from {p95.baseline:.1f} ms to "
+                         f"{p95.candidate:.1f} ms ({p95.claim or p95.verdict})")
         if success.baseline is not None and success.candidate is not None:
             parts.append(f"success rate from {success.baseline:.1%} to {success.candidate:.1%}")
     if "capacity_increase" in metrics:
         cap = comparison.capacity
         parts.append(f"capacity under the SLO from {cap.baseline.shown()} to "
-                     f"{cap.candidate.shown()} ({fmt_ratio(cap.ratio, cap.ratio_bound)})")
+                     f"{cap.candidate.shown()} ({fmt_ratio(cap.ratio, cap.ratio_bound)}, "
+                     f"{cap.verdict})")
+    regressions = regression_texts(comparison)
+    if regressions:
+        parts.append("significantly worse: " + "; ".join(regressions))
     return "; ".join(parts) + "." if parts else "No figure could be compared."
 
 

@@ -1,9 +1,11 @@
 """Comparing two runs stage by stage: improvement ratios (above 1 is always better) with 95%
-bootstrap intervals, verdicts, capacity under an SLO, and the claim guards that keep a
-misleading figure out of a report."""
+intervals from the spread between repeats, verdicts, capacity under an SLO, and the claim
+guards that keep a misleading figure out of a report. What is claimed is decided here, once;
+every output only renders it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +40,8 @@ METRICS = (
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 _QUANTILE = {"latency_p50_ms": 0.50, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+# the metrics a headline, title or summary may claim; corrected together (Holm)
+CLAIM_METRICS = ("latency_p95_ms", "goodput_rps", "success_rate")
 
 
 @dataclass
@@ -65,12 +69,19 @@ class MetricComparison:
     label: str
     unit: str
     lower_is_better: bool
-    baseline: float | None
+    baseline: float | None  # the arm's value: geometric mean of its per-repeat estimates
     candidate: float | None
     ratio: float | None
     ci95: tuple[float, float] | None
     verdict: str
     reasons: list[str] = field(default_factory=list)
+    p_value: float | None = None
+    interval: str | None = None  # "between repeats" or "within this run only"
+    repeats: tuple[int, int] = (1, 1)
+    # the verdict as a headline claim, after Holm's correction across the claim family
+    # (CLAIM_METRICS at every stage); None for metrics outside the family
+    claim: str | None = None
+    p_holm: float | None = None
 
 
 @dataclass
@@ -82,20 +93,29 @@ class StageComparison:
     candidate: StageMetrics
     metrics: dict[str, MetricComparison]
     guards: list[str] = field(default_factory=list)
+    # why no claim may come from this stage (load not delivered, arms overlapped, disturbed)
+    withheld: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ArmCapacity:
+    """The highest level that this arm and every lower level met the SLO at (in every repeat),
+    and the lowest level it missed in every repeat: capacity lies in [level, upper)."""
+
     level: int | None
-    bound: str  # "exact" (a higher stage failed), "at_least" (top stage met the SLO), "none"
+    bound: str  # "exact" (a higher level was missed), "at_least" (none was), "none"
     checks: dict[str, str]
     knee_level: int | None = None
     knee_reason: str | None = None
+    upper: int | None = None
 
     def shown(self, unit: str = "") -> str:
-        """The level as reports print it: "≥150" when the top stage still met the SLO."""
-        prefix = "≥" if self.bound == "at_least" else ""
-        return f"{prefix}{self.level}{unit}" if self.level is not None else "none"
+        """The level as reports print it: "≥150" when no level was missed, "100–<150"."""
+        if self.level is None:
+            return f"<{self.upper}{unit}" if self.upper is not None else "none"
+        if self.upper is None:
+            return f"≥{self.level}{unit}"
+        return f"{self.level}–<{self.upper}{unit}"
 
 
 # how a capacity ratio's bound reads after the ratio
@@ -108,15 +128,27 @@ class Capacity:
     model: str | None
     baseline: ArmCapacity
     candidate: ArmCapacity
-    ratio: float | None
+    ratio: float | None  # candidate level / baseline level (the grid's lower bounds)
     ratio_bound: str | None  # "exact", "at_least" or "at_most"
     reason: str | None
+    # the ratio's range from the grid: capacity lies in [level, upper) for each arm
+    ratio_low: float | None = None
+    ratio_high: float | None = None  # None: not bounded by the plan
+    verdict: str = "not comparable"
 
     def ratio_text(self) -> str:
         """"0.33x (upper bound)", or why there is no ratio."""
         if self.ratio is None:
             return f"no ratio: {self.reason}"
         return f"{self.ratio:.2f}x{_BOUND_WORDS.get(self.ratio_bound or '', '')}"
+
+    def range_text(self) -> str:
+        """The grid's range of the ratio: "[1.00x, 3.00x)" or "[1.00x, ∞)"."""
+        if self.ratio is None:
+            return ""
+        low = f"{self.ratio_low:.2f}x" if self.ratio_low is not None else "0x"
+        high = f"{self.ratio_high:.2f}x" if self.ratio_high is not None else "∞"
+        return f"between {low} and {high} on this grid"
 
 
 @dataclass
@@ -131,6 +163,7 @@ class Comparison:
     headline_stage: str | None
     guards: list[str]
     warnings: list[str]
+    claim_family: int = 0  # how many comparisons the claims were corrected across (Holm)
 
     def stage(self, key: str) -> StageComparison:
         for stage in self.stages:
@@ -141,6 +174,11 @@ class Comparison:
     @property
     def headline(self) -> StageComparison | None:
         return self.stage(self.headline_stage) if self.headline_stage else None
+
+    def regressions(self) -> list[tuple[StageComparison, MetricComparison]]:
+        """Every claimed significant worsening, at any stage."""
+        return [(s, m) for s in self.stages for m in s.metrics.values()
+                if m.claim == "regressed"]
 
     def to_dict(self) -> dict[str, Any]:
         def arm(run: Run, metrics: list[StageMetrics]) -> dict[str, Any]:
@@ -154,10 +192,12 @@ class Comparison:
             "baseline": arm(self.baseline, self.baseline_metrics),
             "candidate": arm(self.candidate, self.candidate_metrics),
             "stages": [{"key": s.key, "index": s.index, "level": s.level, "guards": s.guards,
+                        "withheld": s.withheld,
                         "metrics": {k: asdict(v) for k, v in s.metrics.items()}}
                        for s in self.stages],
             "capacity": asdict(self.capacity),
             "headline_stage": self.headline_stage,
+            "claim_family": self.claim_family,
             "guards": self.guards,
             "warnings": self.warnings,
         }
@@ -176,89 +216,265 @@ def _value(m: StageMetrics, metric: str) -> float | None:
     return result
 
 
-def _draws(m: StageMetrics, metric: str, rng: np.random.Generator) -> stats.FloatArray:
-    parts = m.per_repeat or [m]
-    per_repeat = []
-    for part in parts:
-        if metric in _QUANTILE:
-            per_repeat.append(stats.draw_quantile(part.ok_sorted, _QUANTILE[metric], rng))
-        elif metric == "throughput_rps":
-            per_repeat.append(stats.draw_rate(part.requests, part.duration_s, rng))
-        elif metric == "goodput_rps":
-            per_repeat.append(stats.draw_rate(part.successes, part.duration_s, rng))
-        elif metric == "success_rate":
-            per_repeat.append(stats.draw_share(part.successes, part.requests, rng))
-        else:
-            raise ValueError(metric)
-    return stats.combine_repeats(per_repeat, rng)
+def _parts(m: StageMetrics) -> list[StageMetrics]:
+    return m.per_repeat or [m]
+
+
+_BLOCK_METRIC = {"latency_p50_ms": "q0.5", "latency_p95_ms": "q0.95", "latency_p99_ms": "q0.99",
+                 "throughput_rps": "throughput", "goodput_rps": "goodput",
+                 "success_rate": "success"}
+
+
+def _not_comparable(spec: MetricSpec, b: float | None, c: float | None, reasons: list[str],
+                    repeats: tuple[int, int]) -> MetricComparison:
+    return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c, None,
+                            None, "not comparable", reasons, repeats=repeats)
 
 
 def compare_metric(spec: MetricSpec, base: StageMetrics, cand: StageMetrics,
                    rng: np.random.Generator, min_successes: int) -> MetricComparison:
-    b, c = _value(base, spec.name), _value(cand, spec.name)
+    """One metric at one stage: per-repeat estimates, their ratio and interval, a verdict only
+    with at least MIN_REPEATS_FOR_VERDICT repeats per arm."""
     reasons: list[str] = []
+    base_parts, cand_parts = _parts(base), _parts(cand)
+    repeats = (len(base_parts), len(cand_parts))
     if spec.latency:
         for arm, m in (("baseline", base), ("candidate", cand)):
-            if m.successes < min_successes:
-                what = "only failures" if m.successes == 0 else f"only {m.successes} successful"
-                reasons.append(f"{arm} has {what} requests at {m.key} (minimum "
-                               f"{min_successes}): no latency figure")
+            if m.requests == 0:
+                reasons.append(f"{arm} has no requests at {m.key}: no latency figure")
+            elif m.successes < min_successes:
+                what = "no successful requests" if m.successes == 0 \
+                    else f"only {m.successes} successful requests"
+                reasons.append(f"{arm} has {what} at {m.key} (minimum {min_successes}): "
+                               "no latency figure")
         if reasons:
-            return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better,
-                                    None if base.successes < min_successes else b,
-                                    None if cand.successes < min_successes else c,
-                                    None, None, "not comparable", reasons)
+            return _not_comparable(spec, None if base.successes < min_successes
+                                   else _value(base, spec.name),
+                                   None if cand.successes < min_successes
+                                   else _value(cand, spec.name), reasons, repeats)
+    b_values = [_value(p, spec.name) for p in base_parts]
+    c_values = [_value(p, spec.name) for p in cand_parts]
+    if any(v is None for v in b_values + c_values):
+        return _not_comparable(spec, _value(base, spec.name), _value(cand, spec.name),
+                               ["a repeat has no value for this metric (no successful "
+                                "requests, or no measured window)"], repeats)
+    b = stats.geometric_mean([float(v) for v in b_values if v is not None])
+    c = stats.geometric_mean([float(v) for v in c_values if v is not None])
+    if b is None or c is None:
+        return _not_comparable(spec, _value(base, spec.name), _value(cand, spec.name),
+                               ["a repeat's value is zero while another's is not: no ratio of "
+                                "per-repeat estimates exists"], repeats)
     ratio, why = stats.improvement_ratio(b, c, spec.lower_is_better)
-    if ratio is None:
-        reasons.append(why or "no ratio")
-        return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
-                                None, None, "not comparable", reasons)
+    if ratio is None or ratio == 0:
+        return _not_comparable(spec, b, c, [why or "a value is zero, so no ratio exists"],
+                               repeats)
     if base.summary_only or cand.summary_only:
         reasons.append("no interval: an arm was imported from a k6 summary alone, without "
                        "per-request timings, so the ratio cannot be called significant")
         return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
-                                ratio, None, "no interval", reasons)
-    ci = stats.ratio_interval(_draws(base, spec.name, rng), _draws(cand, spec.name, rng),
-                              spec.lower_is_better, ratio)
-    result = stats.verdict(ci)
-    if ci is None:
-        reasons.append("the interval could not be estimated (too many zero draws)")
-    elif result == "no significant change":
-        reasons.append(f"the 95% interval [{ci[0]:.2f}, {ci[1]:.2f}] spans 1")
+                                ratio, None, "no interval", reasons, repeats=repeats)
+    if min(repeats) >= 2:
+        floors = (0.0, 0.0)
+        if spec.name == "success_rate":
+            floors = tuple(float(np.mean([stats.log_share_variance(p.successes, p.requests)
+                                          for p in parts]))
+                           for parts in (base_parts, cand_parts))  # type: ignore[assignment]
+        estimate = stats.welch_log_ratio([float(v) for v in b_values if v is not None],
+                                         [float(v) for v in c_values if v is not None],
+                                         spec.lower_is_better, base_floor_var=floors[0],
+                                         cand_floor_var=floors[1])
+        interval = "between repeats"
+    elif base.blocks is not None and cand.blocks is not None:
+        estimate = stats.block_bootstrap_ratio(base.blocks, cand.blocks, _BLOCK_METRIC[spec.name],
+                                               spec.lower_is_better, ratio, rng)
+        interval = "within this run only"
+    else:
+        estimate = stats.RatioEstimate(ratio, None, None, None, "none")
+        interval = None
+    ci = estimate.ci95
+    if min(repeats) < stats.MIN_REPEATS_FOR_VERDICT:
+        result = "not replicated"
+        reasons.append(f"{min(repeats)} repeat(s) in an arm: a measurement, not a verdict "
+                       f"(run at least {stats.MIN_REPEATS_FOR_VERDICT} repeats per arm, e.g. "
+                       f"--repeat {stats.MIN_REPEATS_FOR_VERDICT})"
+                       + ("; the interval covers variation within these runs only, not "
+                          "run-to-run variation" if interval == "within this run only" else ""))
+    elif ci is None:
+        result = "not comparable"
+        reasons.append("the repeats agree exactly, so there is no spread to test with")
+    else:
+        result = stats.verdict(ci)
+        if result == "no significant change":
+            reasons.append(f"the 95% interval [{ci[0]:.2f}, {ci[1]:.2f}] spans 1")
     return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
-                            ratio, ci, result, reasons)
+                            ratio, ci, result, reasons, p_value=estimate.p_value,
+                            interval=interval, repeats=repeats)
+
+
+_GAINS_THAT_NEED_SUCCESS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                            "throughput_rps", "goodput_rps")
 
 
 def _apply_tradeoff_guard(stage: StageComparison) -> None:
-    """A latency gain while the candidate's success rate fell is a trade-off."""
+    """A latency or throughput gain while the candidate's success rate fell is a trade-off
+    (failing fast is quick, and sheds load)."""
     success = stage.metrics["success_rate"]
     b, c = success.baseline, success.candidate
     fell = b is not None and c is not None and (success.verdict == "regressed" or c < b - 0.01)
     if not fell:
         return
     assert b is not None and c is not None
-    for name in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+    gained = False
+    for name in _GAINS_THAT_NEED_SUCCESS:
         metric = stage.metrics[name]
-        if metric.verdict == "improved":
-            metric.verdict = "trade-off"
-            metric.reasons.append(f"latency fell but the success rate fell too, from {b:.1%} to "
-                                  f"{c:.1%}: a trade-off, not an improvement")
-    stage.guards.append(f"success rate fell from {b:.1%} to {c:.1%}; latency gains at "
-                        f"{stage.key} are reported as a trade-off")
+        if metric.ratio is not None and metric.ratio > 1:
+            gained = True
+            if metric.verdict == "improved":
+                metric.verdict = "trade-off"
+            metric.reasons.append(f"{metric.label} looks better but the success rate fell, from "
+                                  f"{b:.1%} to {c:.1%}: a trade-off, not an improvement")
+    if gained:
+        stage.guards.append(f"success rate fell from {b:.1%} to {c:.1%}; latency and throughput "
+                            f"gains at {stage.key} are reported as a trade-off")
+
+
+def delivery_problem(m: StageMetrics) -> str | None:
+    """Why the planned load was not delivered (the generator fell behind, or the target could
+    not take the arrivals): more than 1% of planned iterations dropped, or, in the open model,
+    an achieved request rate under 95% of the planned rate."""
+    for part in _parts(m):
+        if part.model != "rate" or not part.level or part.duration_s <= 0:
+            if part.dropped_iterations:
+                return f"{part.dropped_iterations} dropped iterations"
+            continue
+        planned = part.level * part.duration_s
+        repeat = f" in repeat {part.repeats[0]}" if len(_parts(m)) > 1 else ""
+        if part.dropped_iterations and part.dropped_iterations > 0.01 * planned:
+            return (f"{part.dropped_iterations} dropped iterations{repeat} "
+                    f"({part.dropped_iterations / planned:.1%} of {planned:.0f} planned)")
+        if part.throughput_rps is not None and part.throughput_rps < 0.95 * part.level:
+            return (f"achieved {part.throughput_rps:.0f} req/s{repeat} of the {part.level} "
+                    "req/s planned")
+    return None
+
+
+_WITHHELD_VERDICTS = {"improved", "regressed", "trade-off", "no significant change",
+                      "not replicated"}
+
+
+def _withhold(stage: StageComparison, word: str, reason: str) -> None:
+    """No claim comes from this stage: its verdicts become ``word``, with the reason."""
+    stage.withheld.append(reason)
+    stage.guards.append(f"{word}: {reason}; no claim is made from this stage")
+    for metric in stage.metrics.values():
+        if metric.verdict in _WITHHELD_VERDICTS:
+            metric.verdict = word
+            metric.reasons.append(reason)
+
+
+def _window(record: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    try:
+        return (dt.datetime.fromisoformat(record["started_at"]),
+                dt.datetime.fromisoformat(record["ended_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _overlaps(base: StageMetrics, cand_run: Run, baseline: Run) -> str | None:
+    """The candidate measured while the baseline's load ran (or the other way round), on the
+    same host: neither arm was measured alone."""
+    base_host = (baseline.manifest.get("machine_info") or {}).get("node")
+    cand_host = (cand_run.manifest.get("machine_info") or {}).get("node")
+    if not base_host or base_host != cand_host:
+        return None
+    cand_windows = [w for r in cand_run.usable_stages() if (w := _window(r)) is not None]
+    for record in base.records:
+        window = _window(record)
+        if window is None:
+            continue
+        for start, end in cand_windows:
+            if start < window[1] and window[0] < end:
+                return (f"the arms' measured windows overlap on host {base_host} (baseline "
+                        f"{record.get('dir', base.key)} {window[0]:%H:%M:%S}–{window[1]:%H:%M:%S}"
+                        f", candidate {start:%H:%M:%S}–{end:%H:%M:%S}): neither was measured alone")
+    return None
+
+
+def _disturbed(m: StageMetrics, arm: str) -> str | None:
+    """Other processes took material CPU while this stage was measured."""
+    for record in m.records:
+        conditions = record.get("conditions") or {}
+        if conditions.get("disturbed"):
+            return (f"{arm} {record.get('dir', m.key)}: other processes used "
+                    f"{conditions.get('other_cpu_cores', 0):.2f} cores while it was measured")
+    return None
+
+
+def _apply_claim_family(stages: list[StageComparison]) -> int:
+    """Holm's correction across every claimable comparison (CLAIM_METRICS × stages): a claim,
+    in a headline, title or summary, survives only with its family-wise adjusted p < 0.05."""
+    family = [m for s in stages if not s.withheld for name, m in s.metrics.items()
+              if name in CLAIM_METRICS and m.p_value is not None
+              and min(m.repeats) >= stats.MIN_REPEATS_FOR_VERDICT]
+    adjusted = stats.holm([m.p_value for m in family])
+    for metric, p_holm in zip(family, adjusted, strict=True):
+        metric.p_holm = p_holm
+        significant = p_holm is not None and p_holm < stats.ALPHA
+        if metric.verdict in ("improved", "regressed", "trade-off") and significant:
+            metric.claim = metric.verdict
+        elif metric.verdict in ("improved", "regressed", "trade-off"):
+            metric.claim = "no significant change"
+            metric.reasons.append(
+                f"significant alone (p = {metric.p_value:.3f}) but not after Holm's correction "
+                f"across the {len(family)} claimable comparisons (adjusted p = {p_holm:.3f})")
+        else:
+            metric.claim = metric.verdict
+    for stage in stages:
+        for name, metric in stage.metrics.items():
+            if name in CLAIM_METRICS and metric.claim is None:
+                metric.claim = metric.verdict
+    return len(family)
+
+
+def _level_status(m: StageMetrics, slo: Slo) -> tuple[str, str]:
+    """"meets" (every repeat met the SLO), "misses" (every repeat missed it, with the load
+    delivered) or "mixed", with the reason."""
+    problem = delivery_problem(m)
+    results = [slo.check(part) for part in _parts(m)]
+    met = [ok for ok, _ in results]
+    pooled_ok, pooled_why = slo.check(m)
+    if problem is not None:
+        return "mixed", f"load not delivered ({problem}); {pooled_why}"
+    if all(met):
+        return "meets", pooled_why
+    if not any(met):
+        return "misses", pooled_why
+    return "mixed", (f"met the SLO in {sum(met)} of {len(met)} repeats; "
+                     + "; ".join(why for ok, why in results if not ok))
 
 
 def arm_capacity(metrics: list[StageMetrics], slo: Slo) -> ArmCapacity:
+    """Capacity lies in [level, upper): level is the highest level that it and every lower
+    level met the SLO at, upper the lowest level missed in every repeat."""
     checks = {}
-    best: int | None = None
-    top_level = max((m.level or 0) for m in metrics) if metrics else None
-    for m in metrics:
-        ok, why = slo.check(m)
-        checks[m.key] = ("meets SLO: " if ok else "misses SLO: ") + why
-        if ok and m.level is not None and (best is None or m.level > best):
-            best = m.level
-    bound = "none" if best is None else ("at_least" if best == top_level else "exact")
+    level: int | None = None
+    upper: int | None = None
+    blocked = False
+    for m in sorted(metrics, key=lambda m: m.level or 0):
+        status, why = _level_status(m, slo)
+        checks[m.key] = {"meets": "meets SLO: ", "misses": "misses SLO: ",
+                         "mixed": "undecided: "}[status] + why
+        if m.level is None:
+            continue
+        if status == "meets" and not blocked:
+            level = m.level
+        else:
+            blocked = True
+        if status == "misses" and upper is None:
+            upper = m.level
+    bound = "none" if level is None else ("at_least" if upper is None else "exact")
     knee_level, knee_reason = find_knee(metrics)
-    return ArmCapacity(best, bound, checks, knee_level, knee_reason)
+    return ArmCapacity(level, bound, checks, knee_level, knee_reason, upper)
 
 
 def find_knee(metrics: list[StageMetrics]) -> tuple[int | None, str | None]:
@@ -283,27 +499,44 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
                      same_model: bool) -> Capacity:
     b, c = arm_capacity(base, slo), arm_capacity(cand, slo)
     model = base[0].model if base else None
-    ratio: float | None = None
-    bound: str | None = None
-    reason: str | None = None
+    capacity = Capacity(slo, model, b, c, None, None, None)
     if not same_model:
-        reason = "the arms used different load models: no capacity ratio"
-    elif b.level is None:
-        reason = "the baseline met the SLO at no stage: no capacity ratio"
-    elif c.level is None:
-        ratio, bound = 0.0, "exact"
-        reason = "the candidate met the SLO at no stage"
-    elif b.bound == "at_least" and c.bound == "at_least":
-        reason = ("both arms met the SLO at every stage, so their capacities are beyond the "
-                  "plan: no capacity ratio (add higher stages)")
-    elif b.bound == "at_least":
-        # the baseline held every stage, the candidate fell short: a regression whose size is
-        # known only as a ceiling (the baseline might hold far more than the plan asked)
-        ratio, bound = c.level / b.level, "at_most"
+        capacity.reason = "the arms used different load models: no capacity ratio"
+        return capacity
+    if b.level is None:
+        capacity.reason = "the baseline met the SLO at no stage: no capacity ratio"
+        return capacity
+    if c.level is None:
+        capacity.reason = "the candidate met the SLO at no stage"
+        capacity.ratio, capacity.ratio_bound = 0.0, "exact"
+        capacity.ratio_low = 0.0
+        capacity.ratio_high = c.upper / b.level if c.upper is not None else None
+    elif b.upper is None and c.upper is None:
+        capacity.reason = ("both arms met the SLO at every stage, so their capacities are "
+                           "beyond the plan: no capacity ratio (add higher stages, or run "
+                           "`loadproof capacity`)")
+        return capacity
     else:
-        ratio = c.level / b.level
-        bound = "at_least" if c.bound == "at_least" else "exact"
-    return Capacity(slo, model, b, c, ratio, bound, reason)
+        capacity.ratio = c.level / b.level
+        # each arm's capacity lies in [level, upper): the ratio's range on this grid
+        capacity.ratio_low = c.level / b.upper if b.upper is not None else 0.0
+        capacity.ratio_high = c.upper / b.level if c.upper is not None else None
+        if b.upper is None:
+            capacity.ratio_bound = "at_most"
+        elif c.upper is None:
+            capacity.ratio_bound = "at_least"
+        else:
+            capacity.ratio_bound = "exact"
+    repeats = min((len(_parts(m)) for m in base + cand), default=0)
+    if repeats < stats.MIN_REPEATS_FOR_VERDICT:
+        capacity.verdict = "not replicated"
+    elif capacity.ratio_low is not None and capacity.ratio_low >= 1 and capacity.ratio > 1:
+        capacity.verdict = "improved"
+    elif capacity.ratio_high is not None and capacity.ratio_high <= 1 and capacity.ratio < 1:
+        capacity.verdict = "regressed"
+    else:
+        capacity.verdict = "no significant change"
+    return capacity
 
 
 def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
@@ -350,14 +583,26 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
                 if metric.verdict == "not comparable":
                     stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
             _apply_tradeoff_guard(stage)
+            for arm, m in (("baseline", base), ("candidate", cand)):
+                problem = delivery_problem(m)
+                if problem is not None:
+                    _withhold(stage, "load not delivered", f"{arm}: {problem}")
+                disturbed = _disturbed(m, arm)
+                if disturbed is not None:
+                    _withhold(stage, "disturbed", disturbed)
+            overlap = _overlaps(base, candidate, baseline)
+            if overlap is not None:
+                _withhold(stage, "arms overlapped", overlap)
             stages.append(stage)
+    family = _apply_claim_family(stages)
     capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
     headline = None
     for stage in reversed(stages):
-        if stage.metrics["latency_p95_ms"].ratio is not None:
+        if stage.metrics["latency_p95_ms"].ratio is not None and not stage.withheld:
             headline = stage.key
             break
     if stages and headline is None:
-        guards.append("no stage has enough successful requests in both arms for a latency ratio")
+        guards.append("no stage has a latency ratio from a fairly measured load in both arms "
+                      "(enough successful requests, load delivered, arms measured alone)")
     return Comparison(comparison_id(baseline, candidate), baseline, candidate, base_metrics,
-                      cand_metrics, stages, capacity, headline, guards, warnings)
+                      cand_metrics, stages, capacity, headline, guards, warnings, family)

@@ -14,7 +14,7 @@ import polars as pl
 
 from .errors import RunStoreError
 from .ingest import summary_values
-from .stats import FloatArray, percentile
+from .stats import Blocks, FloatArray, percentile
 from .store import Run, read_json
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -63,10 +63,15 @@ class StageMetrics:
     # sorted samples, kept for the bootstrap; not serialized
     ok_sorted: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
     per_repeat: list[StageMetrics] = field(default_factory=list, repr=False)
+    # 1-second blocks for the within-run bootstrap; not serialized
+    blocks: Blocks | None = field(default=None, repr=False)
+    # each stage record this figure is made of (windows, conditions, hosts); not serialized
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("ok_sorted")
+        for private in ("ok_sorted", "blocks", "records"):
+            data.pop(private)
         data["per_repeat"] = [r.to_dict() for r in self.per_repeat]
         return data
 
@@ -124,6 +129,7 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
+        blocks=_blocks(frame, ok_mask, duration_s), records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
         requests=requests, successes=successes, rate_limited=limited,
         errors=requests - successes - limited, duration_s=duration_s,
@@ -136,6 +142,20 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         latency_ok=Latency.of(ok_sorted), latency_all=Latency.of(all_sorted),
         summary_p95_ms=_summary_p95(run, records), ok_sorted=ok_sorted,
     )
+
+
+def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
+    """1-second blocks from the first request's second (the within-run bootstrap's unit)."""
+    if len(frame) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return Blocks(empty, empty, np.empty(0), empty, duration_s)
+    micros = frame["timestamp"].dt.epoch("us").to_numpy()
+    block = ((micros - micros.min()) // 1_000_000).astype(np.int64)
+    count = int(block.max()) + 1
+    requests = np.bincount(block, minlength=count).astype(np.int64)
+    successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)
+    ok_ms = frame["duration_ms"].to_numpy()[ok_mask].astype(np.float64)
+    return Blocks(requests, successes, ok_ms, block[ok_mask], duration_s)
 
 
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:

@@ -238,13 +238,14 @@ def capacity(report: ReportData) -> Any:
         if comp is None:
             continue
         cap = comp.capacity
-        rows = [{"arm": f"{role}: {run.label}", "capacity": arm.level or "none",
-                 "bound": arm.bound, "knee": arm.knee_level or "—",
+        rows = [{"arm": f"{role}: {run.label}", "capacity": arm.shown(),
+                 "knee": arm.knee_level or "—",
                  "knee reason": arm.knee_reason or "—"}
                 for role, run, arm in (("baseline", comp.baseline, cap.baseline),
                                        ("candidate", comp.candidate, cap.candidate))]
+        verdict = f" ({cap.range_text()}; {cap.verdict})" if cap.ratio is not None else ""
         parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
-                     f"{html.escape(cap.ratio_text())}</h4>"
+                     f"{html.escape(cap.ratio_text() + verdict)}</h4>"
                      + _table(pd.DataFrame(rows)))
     return _wrap("".join(parts))
 
@@ -271,9 +272,7 @@ def methodology(report: ReportData) -> Any:
     body = _table(rows)
     if not settings.empty:
         body += "<h4>Service settings per arm</h4>" + _table(settings)
-    body += ("<p>Latency percentiles are nearest-rank over 2xx answers; intervals are 95% "
-             "bootstrap intervals over requests (and over repeats when there are two or more); "
-             "429 answers count as rate-limited, not as errors.</p>")
+    body += f"<p>{html.escape(summary.METHOD_TEXT)}</p>"
     return _wrap(body)
 
 

@@ -1,21 +1,34 @@
-"""Small, pure statistics: nearest-rank percentiles and bootstrap intervals for ratios.
+"""Small, pure statistics for comparing two arms (see ARCHITECTURE.md, "How a verdict is made").
 
-The bootstrap over requests is done exactly but cheaply: the q-quantile of a resample of n
-requests is the ceil(n*U)-th order statistic of the sample, where U ~ Beta(m, n-m+1) and
-m = ceil(n*q) (resampling from the empirical distribution is F_n^-1 of uniforms). Counts
-per stage are Poisson (rates) and successes binomial (shares). With two or more repeats,
-the repeats are resampled too (hierarchical bootstrap)."""
+The unit of replication is the run. For each arm, stage and metric the statistic is taken in
+each repeat (the p95 of that repeat's successful requests, its goodput over its measured window,
+its success share); the arms are compared on the log scale with Welch's t on those per-repeat
+estimates (Welch–Satterthwaite degrees of freedom). The ratio is exp(difference of mean logs)
+and its 95% interval comes from the same t statistic: one estimator for the point and the
+interval. The spread between repeats already contains each repeat's sampling noise, and small
+numbers of repeats get the t distribution's wide tails. Shares get a floor on that spread from
+each repeat's own binomial variance (Agresti–Coull), so 100% in every repeat is never certainty.
+
+One repeat per arm supports a measurement, not a verdict: its interval is a block bootstrap
+over 1-second blocks of that run ("within this run only")."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-DRAWS = 2000
 FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+MIN_REPEATS_FOR_VERDICT = 3
+ALPHA = 0.05
+BLOCK_DRAWS = 400
+# relative width of the histogram buckets the within-run bootstrap resamples latencies in
+BUCKET_WIDTH = 0.005
 
 
 def percentile(sorted_values: FloatArray, q: float) -> float | None:
@@ -25,41 +38,6 @@ def percentile(sorted_values: FloatArray, q: float) -> float | None:
         return None
     index = max(math.ceil(n * q), 1) - 1
     return float(sorted_values[min(index, n - 1)])
-
-
-def draw_quantile(sorted_values: FloatArray, q: float, rng: np.random.Generator,
-                  draws: int = DRAWS) -> FloatArray:
-    n = len(sorted_values)
-    if n == 0:
-        return np.full(draws, np.nan)
-    m = max(math.ceil(n * q), 1)
-    u = rng.beta(m, n - m + 1, size=draws)
-    idx = np.clip(np.ceil(n * u).astype(np.int64) - 1, 0, n - 1)
-    return sorted_values[idx]
-
-
-def draw_rate(count: int, duration_s: float, rng: np.random.Generator,
-              draws: int = DRAWS) -> FloatArray:
-    if duration_s <= 0:
-        return np.full(draws, np.nan)
-    return rng.poisson(count, size=draws) / duration_s
-
-
-def draw_share(successes: int, total: int, rng: np.random.Generator,
-               draws: int = DRAWS) -> FloatArray:
-    if total <= 0:
-        return np.full(draws, np.nan)
-    return rng.binomial(total, successes / total, size=draws) / total
-
-
-def combine_repeats(per_repeat: Sequence[FloatArray], rng: np.random.Generator) -> FloatArray:
-    """Hierarchical bootstrap: resample repeats with replacement, average their draws."""
-    if len(per_repeat) == 1:
-        return per_repeat[0]
-    matrix = np.vstack(per_repeat)  # repeats x draws
-    repeats, draws = matrix.shape
-    chosen = rng.integers(0, repeats, size=(draws, repeats))
-    return np.asarray(matrix[chosen, np.arange(draws)[:, None]].mean(axis=1), dtype=np.float64)
 
 
 def improvement_ratio(baseline: float | None, candidate: float | None,
@@ -78,18 +56,87 @@ def improvement_ratio(baseline: float | None, candidate: float | None,
     return numerator / denominator, None
 
 
-def ratio_interval(baseline_draws: FloatArray, candidate_draws: FloatArray,
-                   lower_is_better: bool, point: float) -> tuple[float, float] | None:
-    """95% percentile interval of the ratio draws, widened if needed to contain ``point``."""
-    num, den = ((baseline_draws, candidate_draws) if lower_is_better
-                else (candidate_draws, baseline_draws))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = num / den
-    finite = ratios[np.isfinite(ratios)]
-    if len(finite) < 0.95 * len(ratios) or len(finite) == 0:
+def geometric_mean(values: Sequence[float]) -> float | None:
+    """The arm's value the ratio is made of: exp(mean log) of its per-repeat estimates."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
         return None
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(min(low, point)), float(max(high, point))
+    if any(v <= 0 for v in values):
+        return 0.0 if all(v == 0 for v in values) else None
+    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    ratio: float
+    ci95: tuple[float, float] | None
+    p_value: float | None  # two-sided, for "the ratio is 1"; None when no test is possible
+    df: float | None
+    method: str  # "welch-log" or "block-bootstrap-within-run"
+
+
+def _t_dist() -> object:
+    from scipy import stats as scipy_stats  # imported on first use: the CLI starts faster
+
+    return scipy_stats.t
+
+
+def welch_log_ratio(base: Sequence[float], cand: Sequence[float], lower_is_better: bool, *,
+                    base_floor_var: float = 0.0, cand_floor_var: float = 0.0) -> RatioEstimate:
+    """Welch's t on per-repeat log estimates; needs at least two positive values per arm.
+
+    ``*_floor_var`` is a lower bound on the variance of one repeat's log estimate (from its
+    own sampling noise), used when the repeats happen to agree more closely than that."""
+    if len(base) < 2 or len(cand) < 2:
+        raise ValueError("Welch's t needs at least two repeats per arm")
+    log_b, log_c = np.log(np.asarray(base, dtype=float)), np.log(np.asarray(cand, dtype=float))
+    diff = float(log_b.mean() - log_c.mean()) if lower_is_better \
+        else float(log_c.mean() - log_b.mean())
+    var_b = max(float(log_b.var(ddof=1)), base_floor_var) / len(log_b)
+    var_c = max(float(log_c.var(ddof=1)), cand_floor_var) / len(log_c)
+    se = math.sqrt(var_b + var_c)
+    ratio = math.exp(diff)
+    if se == 0.0:
+        # identical repeats with no known sampling floor: no spread to build a test from
+        return RatioEstimate(ratio, None, None, None, "welch-log")
+    df = (var_b + var_c) ** 2 / (var_b ** 2 / (len(log_b) - 1) + var_c ** 2 / (len(log_c) - 1))
+    t = _t_dist()
+    half = float(t.ppf(1 - ALPHA / 2, df)) * se  # type: ignore[attr-defined]
+    p_value = float(2 * t.sf(abs(diff) / se, df))  # type: ignore[attr-defined]
+    return RatioEstimate(ratio, (math.exp(diff - half), math.exp(diff + half)), p_value, df,
+                         "welch-log")
+
+
+def log_share_variance(successes: int, total: int) -> float:
+    """Sampling variance of log(share) for one repeat, from the Agresti–Coull-adjusted share
+    (never zero, also at 0% or 100%)."""
+    if total <= 0:
+        return math.inf
+    adjusted_n = total + 4
+    p = (successes + 2) / adjusted_n
+    return (1 - p) / (adjusted_n * p)
+
+
+def wilson(successes: int, total: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score 95% interval of a share; not zero-width at 0% or 100%."""
+    if total <= 0:
+        return None
+    p = successes / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (family-wise error), None passed through."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(indexed)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def verdict(ci95: tuple[float, float] | None) -> str:
@@ -100,3 +147,86 @@ def verdict(ci95: tuple[float, float] | None) -> str:
     if ci95[1] < 1.0:
         return "regressed"
     return "no significant change"
+
+
+# --- within one run: block bootstrap over 1-second blocks -------------------------------------
+
+@dataclass(frozen=True)
+class Blocks:
+    """One arm's requests of one stage, cut into 1-second blocks for the within-run bootstrap:
+    per block, its requests and successes, and each successful latency's block."""
+
+    requests: IntArray
+    successes: IntArray
+    ok_ms: FloatArray  # successful latencies, any order
+    ok_block: IntArray  # the block of each successful latency
+    duration_s: float
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+
+def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatArray:
+    return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws).astype(float)
+
+
+def _quantile_draws(b: Blocks, weights: FloatArray, q: float, edges: FloatArray) -> FloatArray:
+    """Quantile of each resample, from a per-block log-bucket histogram (exact to the bucket)."""
+    buckets = np.clip(np.searchsorted(edges, b.ok_ms, side="right") - 1, 0, len(edges) - 2)
+    hist = np.zeros((b.count, len(edges) - 1))
+    np.add.at(hist, (b.ok_block, buckets), 1.0)
+    weighted = weights @ hist  # draws x buckets
+    cumulative = np.cumsum(weighted, axis=1)
+    targets = np.ceil(cumulative[:, -1] * q)
+    index = np.array([np.searchsorted(row, t) for row, t in zip(cumulative, targets, strict=True)])
+    upper = edges[np.clip(index + 1, 1, len(edges) - 1)]
+    lower = edges[np.clip(index, 0, len(edges) - 2)]
+    return np.asarray(np.sqrt(lower * upper), dtype=np.float64)
+
+
+def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_better: bool,
+                          point: float, rng: np.random.Generator,
+                          draws: int = BLOCK_DRAWS) -> RatioEstimate:
+    """A 95% percentile interval from resampling each run's 1-second blocks. It describes the
+    variation within these runs only, never run-to-run variation, so it supports no verdict.
+    ``metric`` is a quantile ("q0.95"), "throughput", "goodput" or "success"."""
+    if base.count == 0 or cand.count == 0:
+        return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
+    w_base = _block_weights(base.count, draws, rng)
+    w_cand = _block_weights(cand.count, draws, rng)
+    if metric.startswith("q"):
+        q = float(metric[1:])
+        values = np.concatenate([base.ok_ms, cand.ok_ms])
+        values = values[values > 0]
+        if len(values) == 0 or len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
+            return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
+        low, high = float(values.min()), float(values.max())
+        steps = max(int(math.ceil(math.log(high / low) / math.log1p(BUCKET_WIDTH))), 1)
+        edges = np.asarray(low * (1 + BUCKET_WIDTH) ** np.arange(steps + 2), dtype=np.float64)
+        b_draws = _quantile_draws(_positive(base), w_base, q, edges)
+        c_draws = _quantile_draws(_positive(cand), w_cand, q, edges)
+    elif metric in ("throughput", "goodput"):
+        attr = "requests" if metric == "throughput" else "successes"
+        b_draws = w_base @ getattr(base, attr).astype(float) / base.duration_s
+        c_draws = w_cand @ getattr(cand, attr).astype(float) / cand.duration_s
+    elif metric == "success":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b_draws = (w_base @ base.successes.astype(float)) / (w_base @ base.requests.astype(float))
+            c_draws = (w_cand @ cand.successes.astype(float)) / (w_cand @ cand.requests.astype(float))
+    else:
+        raise ValueError(metric)
+    num, den = (b_draws, c_draws) if lower_is_better else (c_draws, b_draws)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num / den
+    finite = ratios[np.isfinite(ratios)]
+    if len(finite) < 0.95 * len(ratios) or len(finite) == 0:
+        return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
+    low_ci, high_ci = np.percentile(finite, [2.5, 97.5])
+    return RatioEstimate(point, (float(low_ci), float(high_ci)), None, None,
+                         "block-bootstrap-within-run")
+
+
+def _positive(b: Blocks) -> Blocks:
+    keep = b.ok_ms > 0
+    return Blocks(b.requests, b.successes, b.ok_ms[keep], b.ok_block[keep], b.duration_s)

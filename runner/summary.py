@@ -7,10 +7,27 @@ from typing import Any
 
 import pandas as pd
 
-from .achievements import fmt_ratio
+from . import stats
+from .achievements import fmt_ratio, regression_texts
 from .compare import Comparison, MetricComparison
 from .metrics import StageMetrics
 from .store import Run
+
+METHOD_TEXT = (
+    "Latency percentiles are nearest-rank over successful answers; 429 answers count as "
+    "rate-limited, not as errors. Each figure is computed per repeat; an arm's value is the "
+    "geometric mean of its repeats' values and a ratio compares those (above 1 favours the "
+    "candidate). With at least 3 repeats per arm the 95% interval is Welch's t on the "
+    "per-repeat log values, so it includes run-to-run variation, and a verdict (improved, "
+    "regressed, no significant change) follows from it; the headline claims (p95, goodput, "
+    "success rate at every stage) are corrected together with Holm's method. With fewer "
+    "repeats the figures are shown as measured, not as verdicts: with one repeat the interval "
+    "is a block bootstrap over 1-second blocks and covers variation within that run only. "
+    "Shares carry Wilson intervals. A stage where the planned load was not delivered (over 1% "
+    "of iterations dropped, or under 95% of the planned rate), where other processes took "
+    "material CPU, or where the arms' measured windows overlapped, makes no claim. Capacity is "
+    "the highest level that it and every lower level met the SLO at in every repeat, stated "
+    "with the lowest level missed in every repeat.")
 
 
 def _ms(value: float | None) -> str:
@@ -30,8 +47,18 @@ def _improvement(metric: MetricComparison) -> str:
         return f"not comparable ({'; '.join(metric.reasons)})" if metric.reasons \
             else "not comparable"
     ci = f" [{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}]" if metric.ci95 else ""
-    word = {"improved": "better", "regressed": "worse"}.get(metric.verdict, metric.verdict)
+    verdict = metric.claim or metric.verdict
+    word = {"improved": "better", "regressed": "worse"}.get(verdict, verdict)
     return f"{fmt_ratio(metric.ratio)}{ci} {word}"
+
+
+def _share(successes: int, total: int) -> str:
+    """A share with its Wilson 95% interval, never zero-width at 0% or 100%."""
+    if total <= 0:
+        return "—"
+    interval = stats.wilson(successes, total)
+    assert interval is not None
+    return f"{successes / total:.1%} [{interval[0]:.1%}–{interval[1]:.1%}]"
 
 
 def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
@@ -54,7 +81,8 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
         "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
         "Before": cap.baseline.shown(unit) if cap.baseline.level else "none met the SLO",
         "After": cap.candidate.shown(unit) if cap.candidate.level else "none met the SLO",
-        "Improvement": fmt_ratio(cap.ratio, cap.ratio_bound) if cap.ratio is not None
+        "Improvement": (f"{fmt_ratio(cap.ratio, cap.ratio_bound)} ({cap.range_text()}) "
+                        f"{cap.verdict}") if cap.ratio is not None
         else f"no ratio: {cap.reason}",
     })
     return rows
@@ -88,7 +116,7 @@ def stage_frame(comparison: Comparison) -> pd.DataFrame:
                                 comparison.candidate_metrics)):
         for m in metrics:
             rows.append({"arm": f"{role}: {run.label}", "stage": m.key, "level": m.level,
-                         "requests": m.requests, "success": _pct(m.success_rate),
+                         "requests": m.requests, "success": _share(m.successes, m.requests),
                          "429": _pct(m.rate_limited_share), "errors": _pct(m.error_share),
                          "goodput": _rps(m.goodput_rps), "p50": _ms(m.latency_ok.p50_ms),
                          "p95": _ms(m.latency_ok.p95_ms), "p99": _ms(m.latency_ok.p99_ms),
@@ -107,17 +135,20 @@ def ratio_frame(comparison: Comparison) -> pd.DataFrame:
                          "ratio": metric.ratio,
                          "ci95": (f"{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}"
                                   if metric.ci95 else "—"),
+                         "interval": metric.interval or "—",
                          "verdict": metric.verdict})
     return pd.DataFrame(rows)
 
 
 def caveats(comparison: Comparison) -> list[str]:
     notes = list(comparison.warnings) + list(comparison.guards)
+    notes += [f"significantly worse: {text}" for text in regression_texts(comparison)]
     for stage in comparison.stages:
         notes += [f"{stage.key}: {g}" for g in stage.guards]
         for metric in stage.metrics.values():
-            if metric.verdict == "no significant change" and metric.metric == "latency_p95_ms":
-                notes.append(f"{stage.key}: p95 latency shows no significant change "
+            if metric.claim in ("no significant change", "not replicated") \
+                    and metric.metric == "latency_p95_ms":
+                notes.append(f"{stage.key}: p95 latency: {metric.claim} "
                              f"({'; '.join(metric.reasons)})")
     if comparison.capacity.reason:
         notes.append(f"capacity: {comparison.capacity.reason}")
@@ -140,29 +171,35 @@ def talking_points(comparison: Comparison) -> list[str]:
     if head is not None:
         p95 = head.metrics["latency_p95_ms"]
         success = head.metrics["success_rate"]
-        if p95.verdict == "improved" and p95.ci95:
+        if p95.claim == "improved" and p95.ci95:
             points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}: {fmt_ratio(p95.ratio)} faster (95% interval "
                           f"{p95.ci95[0]:.2f}–{p95.ci95[1]:.2f}x), with the success rate at "
                           f"{_pct(success.candidate)} (was {_pct(success.baseline)}).")
-        elif p95.verdict == "trade-off":
+        elif p95.claim == "trade-off":
             points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}, but the success rate fell from "
                           f"{_pct(success.baseline)} to {_pct(success.candidate)}: I present it "
                           "as a trade-off (load shedding), not a speed-up.")
-        elif p95.verdict == "regressed":
+        elif p95.claim == "regressed":
             points.append(f"Measured honestly, p95 latency at {head.level} {unit} got worse "
                           f"({_ms(p95.baseline)} → {_ms(p95.candidate)}); the gain is elsewhere "
                           "or not there.")
+        elif p95.claim == "not replicated":
+            points.append(f"At {head.level} {unit}, p95 latency measured {_ms(p95.baseline)} "
+                          f"before and {_ms(p95.candidate)} after, in too few repeats to call "
+                          "it a change.")
         else:
             points.append(f"At {head.level} {unit}, p95 latency showed no significant change "
                           f"({_ms(p95.baseline)} → {_ms(p95.candidate)}).")
+    for text in regression_texts(comparison):
+        points.append(f"Not everything improved: {text}.")
     cap = comparison.capacity
-    if cap.ratio is not None and cap.ratio > 1:
+    if cap.ratio is not None and cap.verdict == "improved":
         points.append(f"Under an SLO of p95 ≤ {cap.slo.p95_ms:g} ms and ≥ {cap.slo.success:.0%} "
                       f"success, capacity went from {cap.baseline.level} to "
                       f"{cap.candidate.level} {unit} ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
-    elif cap.ratio is not None and cap.ratio < 1:
+    elif cap.ratio is not None and cap.verdict == "regressed":
         held = f"{'every stage up to ' if cap.baseline.bound == 'at_least' else ''}"
         points.append(f"Capacity under the SLO (p95 ≤ {cap.slo.p95_ms:g} ms, ≥ "
                       f"{cap.slo.success:.0%} success) fell: the baseline held {held}"
@@ -228,7 +265,7 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out = [f"# {title}", "",
            f"*{cand.label}* against *{base.label}*, measured with k6. Every number below comes "
            f"from runs `{base.run_id}` and `{cand.run_id}`; ratios above 1 favour "
-           f"*{cand.label}*, with 95% bootstrap intervals.", "",
+           f"*{cand.label}*, with 95% intervals (see Methodology).", "",
            "## Executive summary", "", achievement.get("summary", ""), ""]
     if achievement.get("metrics"):
         out += ["**Headline figures:** " + ", ".join(
@@ -251,5 +288,6 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out += ["## Interview talking points", ""]
     for point in points:
         out += [f"> {point}", ""]
-    out += ["## Methodology and provenance", "", _md_table(methodology_rows(comparison)), ""]
+    out += ["## Methodology and provenance", "", METHOD_TEXT, "",
+            _md_table(methodology_rows(comparison)), ""]
     return "\n".join(out)

@@ -6,6 +6,7 @@ import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -54,22 +55,35 @@ def tiny_server(statuses: tuple[int, ...] = (200,)) -> Iterator[str]:
         server.server_close()
 
 
+Samples = tuple[list[float], list[int]]  # durations_ms, statuses
+
+
 def make_run(root: Path, label: str, stages: dict[str, tuple[int, list[float], list[int]]], *,
              model: str = "vus", duration_s: float = 10.0, status: str = "complete",
-             repeats: int = 1) -> Run:
+             repeats: int = 1, dropped: int = 0) -> Run:
     """A stored run from explicit samples: stage key -> (level, durations_ms, statuses).
     With ``repeats`` > 1 the same samples are written once per repeat."""
+    return make_repeated_run(root, label, {key: (level, [(durations, statuses)] * repeats)
+                                           for key, (level, durations, statuses) in stages.items()},
+                             model=model, duration_s=duration_s, status=status, dropped=dropped)
+
+
+def make_repeated_run(root: Path, label: str, stages: dict[str, tuple[int, list[Samples]]], *,
+                      model: str = "vus", duration_s: float = 10.0, status: str = "complete",
+                      dropped: int = 0) -> Run:
+    """A stored run whose repeats have their own samples: stage key -> (level, [samples of
+    repeat 1, repeat 2, ...]). Requests are spread evenly over each stage's duration."""
     path = root / label
     records = []
-    for index, (key, (level, durations, statuses)) in enumerate(stages.items(), start=1):
-        for repeat in range(1, repeats + 1):
+    repeats = max(len(per_repeat) for _, per_repeat in stages.values())
+    for index, (key, (level, per_repeat)) in enumerate(stages.items(), start=1):
+        for repeat, (durations, statuses) in enumerate(per_repeat, start=1):
             folder = f"r{repeat}-{key}"
             n = len(durations)
+            start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=repeat, minutes=index)
+            offsets = np.linspace(0, duration_s * 1e6, n, endpoint=False).astype(np.int64)
             frame = pl.DataFrame({
-                "timestamp": pl.datetime_range(pl.datetime(2026, 1, 1, time_zone="UTC"),
-                                               pl.datetime(2026, 1, 1, time_zone="UTC")
-                                               + pl.duration(microseconds=max(n - 1, 0)),
-                                               "1us", eager=True)[:n],
+                "timestamp": [start + timedelta(microseconds=int(o)) for o in offsets],
                 "duration_ms": np.asarray(durations, dtype=float),
                 "status": statuses, "expected": [200 <= s < 400 for s in statuses],
                 "name": ["GET /"] * n, "method": ["GET"] * n, "error_code": [0] * n,
@@ -80,7 +94,7 @@ def make_run(root: Path, label: str, stages: dict[str, tuple[int, list[float], l
             records.append({"dir": folder, "key": key, "index": index, "repeat": repeat,
                             "level": level, "model": model, "duration_s": duration_s,
                             "warmup_s": 0.0, "status": "complete", "requests": n,
-                            "dropped_iterations": 0,
+                            "dropped_iterations": dropped,
                             "requests_file": f"stages/{folder}/requests.parquet"})
     levels = [v[0] for v in stages.values()]
     manifest = {"format_version": FORMAT_VERSION, "run_id": f"run-{label}", "label": label,

@@ -16,19 +16,23 @@ from loadproof.achievements import (
 from loadproof.compare import compare_runs
 from loadproof.errors import AchievementError
 
-from .helpers import make_run
+from .helpers import Samples, make_repeated_run
+
+
+def three(rng: np.random.Generator, low: float, high: float, n: int = 200) -> list[Samples]:
+    """Three repeats, each with its own run-level shift of a few percent."""
+    return [(list(rng.uniform(low, high, n) * np.exp(rng.normal(0, 0.03))), [200] * n)
+            for _ in range(3)]
 
 
 def _pair(tmp_path: Path):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(3)
-    slow = list(rng.uniform(300, 500, 200))
-    fast = list(rng.uniform(20, 40, 200))
-    base = make_run(tmp_path, "baseline", {"s1-10vus": (10, fast, [200] * 200),
-                                           "s2-50vus": (50, slow, [200] * 200),
-                                           "s3-100vus": (100, slow, [200] * 200)})
-    cand = make_run(tmp_path, "optimized", {"s1-10vus": (10, fast, [200] * 200),
-                                            "s2-50vus": (50, fast, [200] * 200),
-                                            "s3-100vus": (100, slow, [200] * 200)})
+    base = make_repeated_run(tmp_path, "baseline", {"s1-10vus": (10, three(rng, 20, 40)),
+                                                    "s2-50vus": (50, three(rng, 300, 500)),
+                                                    "s3-100vus": (100, three(rng, 300, 500))})
+    cand = make_repeated_run(tmp_path, "optimized", {"s1-10vus": (10, three(rng, 20, 40)),
+                                                     "s2-50vus": (50, three(rng, 20, 40)),
+                                                     "s3-100vus": (100, three(rng, 300, 500))})
     return compare_runs(base, cand)
 
 
@@ -47,26 +51,43 @@ def test_achievement_is_measured_and_traceable(tmp_path: Path) -> None:
 
 
 def test_cost_savings_derived_from_capacity(tmp_path: Path) -> None:
+    # capacity: baseline in [10, 50), candidate in [50, 100) users: the ratio is 5.0x on the
+    # grid's lower bounds, but only at least 50/50 = 1.0x for sure: no saving can be claimed
     record = build_achievement(_pair(tmp_path), AchievementOptions(unit_cost=100.0))
-    assert record["metrics"]["cost_savings"] == "$80.00 per instance-month at equal load"
-    assert record["measurements"]["cost_savings"]["ratio"] == 5.0
+    assert "cost_savings" not in record["metrics"]
+    assert "lower bound is above 1" in record["omitted"]["cost_savings"]
+
+
+def test_cost_savings_come_from_the_capacity_lower_bound(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    fast, slow = (20, 40), (600, 800)
+    levels = {"s1-10vus": 10, "s2-20vus": 20, "s3-40vus": 40}
+    base = make_repeated_run(tmp_path, "b", {k: (v, three(rng, *(fast if v == 10 else slow)))
+                                             for k, v in levels.items()})
+    cand = make_repeated_run(tmp_path, "c", {k: (v, three(rng, *fast))
+                                             for k, v in levels.items()})
+    comparison = compare_runs(base, cand)
+    cap = comparison.capacity
+    # baseline in [10, 20), candidate at least 40: the ratio is at least 40/20 = 2
+    assert (cap.ratio, cap.ratio_low, cap.ratio_high, cap.verdict) == (4.0, 2.0, None, "improved")
+    record = build_achievement(comparison, AchievementOptions(unit_cost=100.0))
+    assert record["metrics"]["cost_savings"] == "at least $50.00 per instance-month at equal load"
+    assert record["measurements"]["cost_savings"]["ratio"] == 2.0
 
 
 def test_capacity_loss_is_reported_not_hidden(tmp_path: Path) -> None:
     # the baseline held the SLO at every stage, the candidate only at the first: the guard
     # that refuses a ratio for "beyond the plan" must not hide this loss
     rng = np.random.default_rng(4)
-    slow = list(rng.uniform(300, 500, 200))
-    fast = list(rng.uniform(20, 40, 200))
-    base = make_run(tmp_path, "baseline", {"s1-10vus": (10, fast, [200] * 200),
-                                           "s2-50vus": (50, fast, [200] * 200)})
-    cand = make_run(tmp_path, "optimized", {"s1-10vus": (10, fast, [200] * 200),
-                                            "s2-50vus": (50, slow, [200] * 200)})
+    base = make_repeated_run(tmp_path, "baseline", {"s1-10vus": (10, three(rng, 20, 40)),
+                                                    "s2-50vus": (50, three(rng, 20, 40))})
+    cand = make_repeated_run(tmp_path, "optimized", {"s1-10vus": (10, three(rng, 20, 40)),
+                                                     "s2-50vus": (50, three(rng, 300, 500))})
     comparison = compare_runs(base, cand)
     record = build_achievement(comparison, AchievementOptions(unit_cost=100.0))
     jsonschema.validate(record, json.loads(SCHEMA_PATH.read_text()))
     assert record["metrics"]["capacity_increase"] == "≤0.20x (regressed)"
-    assert record["title"] == "≤0.20x of the baseline's capacity: optimized vs baseline"
+    assert record["title"].startswith("≤0.20x of the baseline's capacity: optimized vs baseline")
     measured = record["measurements"]["capacity_increase"]
     assert measured["verdict"] == "regressed" and measured["bound"] == "at_most"
     assert "cost_savings" not in record["metrics"]
