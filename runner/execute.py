@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from . import conditions
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, summary_values
 from .k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults, k6_version
@@ -111,6 +112,8 @@ class RunSession:
     keep_raw: bool = False
     run: Run | None = None
     _service: Any = None
+    # the target's processes (service and database) when loadproof started it; None: unknown
+    _target_pids: list[int] | None = None
 
     def open(self) -> Run:
         if (self.target is None) == (self.profile is None):
@@ -176,15 +179,27 @@ class RunSession:
             self._finish("failed", f"reference service did not start: {exc}")
             raise ServiceError(str(exc), path=self.run.path / "service.log") from exc
         self._service = service
+        self._target_pids = conditions.service_pids(service)
         self.target = service.url
         self.run.manifest["target"] = service.url
         self.run.save()
 
-    def stop_service(self) -> None:
-        """Stop the reference service (the next repeat starts a fresh one)."""
-        if self._service is not None:
+    def stop_service(self) -> dict[str, Any] | None:
+        """Stop the reference service and wait until it and its database have exited (the
+        next repeat, or the other arm, starts on a machine without them)."""
+        if self._service is None:
+            return None
+        pids, self._target_pids = self._target_pids or [], None
+        try:
             self._service.stop()
+        finally:
             self._service = None
+        gone = conditions.wait_gone(pids)
+        if gone["left_running"]:
+            self.progress.line(f"warning: processes {gone['left_running']} of the reference "
+                               f"service were still running {gone['waited_s']:.0f} s after it "
+                               "stopped")
+        return gone
 
     def run_repeat(self, repeat: int) -> None:
         """Run every stage of the plan once, as repeat number ``repeat`` (1-based)."""
@@ -236,6 +251,8 @@ class RunSession:
             try:
                 # inside the try: a Ctrl-C just after k6 starts still stops it (k6 runs in a
                 # session of its own, so the terminal's SIGINT does not reach it)
+                # the target's CPU is known when loadproof started it; k6's is read when reaped
+                watch = conditions.CpuWatch({"target": self._target_pids}).start()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
                 started = time.monotonic()
@@ -270,6 +287,7 @@ class RunSession:
             self.progress.done()
         code = proc.returncode
         record["ended_at"] = iso(utcnow())
+        record["conditions"] = watch.stop()
         record["k6_exit_code"] = code
         record["k6_exit_meaning"] = K6_EXIT_CODES.get(code, "unknown k6 exit code")
         if code == 99:
@@ -383,6 +401,9 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
     try:
         for repeat in range(1, plan.repeat + 1):
             session.run_repeat(repeat)
+            # each repeat gets a fresh service process and database: a repeat is a replicate
+            # of the whole measurement, process start included
+            session.stop_service()
     except KeyboardInterrupt:
         run = session.close("incomplete", "interrupted (Ctrl-C)")
         raise Interrupted(run) from None

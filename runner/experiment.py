@@ -17,7 +17,7 @@ TOP_KEYS = {"title", "name", "arms", "baseline", "candidate", "model", "stages",
             "stage_duration", "warmup", "repeat", "script", "slo", "probe", "report"}
 ARM_KEYS = {"profile", "target", "set"}
 SLO_KEYS = {"p95_ms", "success", "min_successes"}
-PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script"}
+PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script", "repeat"}
 REPORT_KEYS = {"interview_value", "salary_target", "completion_date", "unit_cost",
                "achievement_type", "currency"}
 
@@ -147,7 +147,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
     probe_script = "submit"
     if data.get("probe"):
         probe = _check_keys(source, "probe", data["probe"], PROBE_KEYS)
-        probe_plan = _plan(source, "probe.", probe, {"model": "rate", "repeat": 1})
+        probe_plan = _plan(source, "probe.", probe, {"model": "rate", "repeat": plan.repeat})
         probe_script = str(probe.get("script", "submit"))
     report = _check_keys(source, "report", data.get("report") or {}, REPORT_KEYS)
     if report.get("unit_cost") is not None:

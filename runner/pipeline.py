@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+from . import conditions
 from .achievements import AchievementOptions
 from .compare import Slo
 from .execute import Interrupted, RunSession
@@ -32,9 +33,17 @@ def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path
                       service_overrides=dict(arm.overrides))
 
 
+def arm_order(repeat: int, arms: int) -> list[int]:
+    """ABBA: repeat 1 runs the arms in order, repeat 2 in reverse, and so on, so that neither
+    arm always goes first and a linear drift of the machine cancels over pairs of repeats."""
+    order = list(range(arms))
+    return order if repeat % 2 == 1 else order[::-1]
+
+
 def run_arms(sessions: list[RunSession], repeat: int, progress: Progress) -> list[Run]:
-    """Open every arm, then run repeat 1 of each arm, repeat 2 of each, ... so that a drift
-    of the machine over time affects both arms alike."""
+    """Run every arm's repeats interleaved in ABBA order, each arm alone on the machine: its
+    service (and database) start for its repeat and stop after it, and the next arm waits
+    until they have exited and the machine is quiet. Every wait is recorded in the runs."""
     opened: list[RunSession] = []
     try:
         for session in sessions:
@@ -46,11 +55,26 @@ def run_arms(sessions: list[RunSession], repeat: int, progress: Progress) -> lis
         raise
     try:
         for number in range(1, repeat + 1):
-            for session in sessions:
-                progress.line(f"pipeline: arm {session.label}, repeat {number}/{repeat}")
+            order = arm_order(number, len(sessions))
+            labels = [sessions[i].label for i in order]
+            for position, index in enumerate(order, start=1):
+                session = sessions[index]
+                assert session.run is not None
+                quiet = conditions.wait_quiet()
+                if not quiet["quiet"]:
+                    progress.line(f"pipeline: the machine is still busy "
+                                  f"({quiet['machine_cpu_cores']:.2f} cores) after "
+                                  f"{quiet['waited_s']:.0f} s; measuring anyway (recorded)")
+                progress.line(f"pipeline: arm {session.label}, repeat {number}/{repeat} "
+                              f"({position} of {len(order)} this round)")
+                schedule = {"repeat": number, "position": position, "order": labels,
+                            "quiet_before": quiet}
+                session.run.manifest.setdefault("schedule", []).append(schedule)
                 session.run_repeat(number)
-                if repeat > 1:
-                    session.stop_service()
+                stopped = session.stop_service()
+                if stopped is not None:
+                    schedule["service_stopped"] = stopped
+                session.run.save()
     except KeyboardInterrupt:
         runs = [s.close("incomplete", "interrupted (Ctrl-C)") for s in sessions]
         raise Interrupted(runs[0]) from None
@@ -76,7 +100,7 @@ def run_pipeline(experiment_path: str | Path | None = None, *,
         progress.line("pipeline: arrival-rate capacity probe")
         probe_base, probe_cand = run_arms(
             _sessions(experiment, experiment.probe_plan, experiment.probe_script, "probe-",
-                      runs_dir, progress), 1, progress)
+                      runs_dir, progress), experiment.probe_plan.repeat, progress)
         probe = (probe_base, probe_cand)
     slo = Slo(float(experiment.slo.get("p95_ms", 400.0)),
               float(experiment.slo.get("success", 0.99)),

@@ -113,6 +113,8 @@ class ServiceProcess:
         self._lines: list[str] = []
         self._log: Any = None
         self._reader: threading.Thread | None = None
+        # a backend of its database (from the readiness check), when it answered
+        self.database_backend_pid: int | None = None
 
     def start(self) -> ServiceProcess:
         cmd = [sys.executable, "-m", "loadproof.orchestrator", "--profile", self.profile,
@@ -146,7 +148,9 @@ class ServiceProcess:
             raise ServiceStartError(
                 f"reference service (profile {self.profile}) did not start within "
                 f"{self.start_timeout_s:.0f} s; see {self.log_path or 'its stderr'}")
-        self.wait_ready()
+        readiness = self.wait_ready()
+        database = (readiness.get("components") or {}).get("database") or {}
+        self.database_backend_pid = database.get("backend_pid")
         return self
 
     def wait_ready(self, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -31,8 +31,10 @@ async def ready(state: StateDep) -> JSONResponse:
     failing: list[str] = []
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        components["database"] = {"status": "ok"}
+            backend_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        # the backend's pid lets a load runner on the same machine find the database's
+        # processes (its postmaster is the backend's parent) and wait for them to exit
+        components["database"] = {"status": "ok", "backend_pid": backend_pid}
     except DB_FAILURES as exc:
         components["database"] = {"status": "down", "error": exc.__class__.__name__}
         failing.append("database")
