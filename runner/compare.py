@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -225,6 +226,17 @@ _BLOCK_METRIC = {"latency_p50_ms": "q0.5", "latency_p95_ms": "q0.95", "latency_p
                  "success_rate": "success"}
 
 
+def _sampling_floor(metric: str, parts: list[StageMetrics]) -> float:
+    """The variance one repeat's log estimate has from its own sampling noise alone (binomial
+    for shares, Poisson for counts per second): the repeats' spread is never taken as smaller."""
+    if metric == "success_rate":
+        return float(np.mean([stats.log_share_variance(p.successes, p.requests) for p in parts]))
+    if metric in ("throughput_rps", "goodput_rps"):
+        counts = [p.requests if metric == "throughput_rps" else p.successes for p in parts]
+        return float(np.mean([1.0 / c if c > 0 else np.inf for c in counts]))
+    return 0.0
+
+
 def _not_comparable(spec: MetricSpec, b: float | None, c: float | None, reasons: list[str],
                     repeats: tuple[int, int]) -> MetricComparison:
     return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c, None,
@@ -274,11 +286,7 @@ def compare_metric(spec: MetricSpec, base: StageMetrics, cand: StageMetrics,
         return MetricComparison(spec.name, spec.label, spec.unit, spec.lower_is_better, b, c,
                                 ratio, None, "no interval", reasons, repeats=repeats)
     if min(repeats) >= 2:
-        floors = (0.0, 0.0)
-        if spec.name == "success_rate":
-            floors = tuple(float(np.mean([stats.log_share_variance(p.successes, p.requests)
-                                          for p in parts]))
-                           for parts in (base_parts, cand_parts))  # type: ignore[assignment]
+        floors = (_sampling_floor(spec.name, base_parts), _sampling_floor(spec.name, cand_parts))
         estimate = stats.welch_log_ratio([float(v) for v in b_values if v is not None],
                                          [float(v) for v in c_values if v is not None],
                                          spec.lower_is_better, base_floor_var=floors[0],
@@ -410,7 +418,7 @@ def _disturbed(m: StageMetrics, arm: str) -> str | None:
     return None
 
 
-def _apply_claim_family(stages: list[StageComparison]) -> int:
+def apply_claim_family(stages: list[StageComparison]) -> int:
     """Holm's correction across every claimable comparison (CLAIM_METRICS × stages): a claim,
     in a headline, title or summary, survives only with its family-wise adjusted p < 0.05."""
     family = [m for s in stages if not s.withheld for name, m in s.metrics.items()
@@ -539,6 +547,47 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
     return capacity
 
 
+def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMetrics], slo: Slo,
+                   rng: np.random.Generator, guards: list[str] | None = None, *,
+                   overlap: Callable[[StageMetrics], str | None] | None = None) \
+        -> list[StageComparison]:
+    """Every stage present in both arms: its metrics, guards and withheld claims (the claim
+    family's correction is applied by the caller, across all stages)."""
+    guards = guards if guards is not None else []
+    stages = []
+    cand_by_key = {m.key: m for m in cand_metrics}
+    for base in base_metrics:
+        cand = cand_by_key.get(base.key)
+        if cand is None:
+            guards.append(f"stage {base.key} is missing from the candidate: not compared")
+            continue
+        metrics = {spec.name: compare_metric(spec, base, cand, rng, slo.min_successes)
+                   for spec in METRICS}
+        stage = StageComparison(base.key, base.index, base.level, base, cand, metrics)
+        for metric in metrics.values():
+            if metric.verdict == "not comparable":
+                stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
+        _apply_tradeoff_guard(stage)
+        for arm, m in (("baseline", base), ("candidate", cand)):
+            problem = delivery_problem(m)
+            if problem is not None:
+                _withhold(stage, "load not delivered", f"{arm}: {problem}")
+            disturbed = _disturbed(m, arm)
+            if disturbed is not None:
+                _withhold(stage, "disturbed", disturbed)
+        overlapped = overlap(base) if overlap is not None else None
+        if overlapped is not None:
+            _withhold(stage, "arms overlapped", overlapped)
+        stages.append(stage)
+    return stages
+
+
+def headline_claims(stages: list[StageComparison]) -> list[tuple[str, str, str]]:
+    """(stage, metric, claim) for every claim a headline, title or summary would make."""
+    return [(s.key, name, m.claim) for s in stages for name, m in s.metrics.items()
+            if m.claim in ("improved", "regressed", "trade-off")]
+
+
 def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
                  seed: int = 20250807) -> Comparison:
     """Compare two stored runs. Stages present in both are compared when the plans match."""
@@ -570,31 +619,9 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
         guards.append("the arms' stage plans differ (model, levels or duration): they are not "
                       "compared stage by stage; only each arm's capacity is reported")
     else:
-        cand_by_key = {m.key: m for m in cand_metrics}
-        for base in base_metrics:
-            cand = cand_by_key.get(base.key)
-            if cand is None:
-                guards.append(f"stage {base.key} is missing from the candidate: not compared")
-                continue
-            metrics = {spec.name: compare_metric(spec, base, cand, rng, slo.min_successes)
-                       for spec in METRICS}
-            stage = StageComparison(base.key, base.index, base.level, base, cand, metrics)
-            for metric in metrics.values():
-                if metric.verdict == "not comparable":
-                    stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
-            _apply_tradeoff_guard(stage)
-            for arm, m in (("baseline", base), ("candidate", cand)):
-                problem = delivery_problem(m)
-                if problem is not None:
-                    _withhold(stage, "load not delivered", f"{arm}: {problem}")
-                disturbed = _disturbed(m, arm)
-                if disturbed is not None:
-                    _withhold(stage, "disturbed", disturbed)
-            overlap = _overlaps(base, candidate, baseline)
-            if overlap is not None:
-                _withhold(stage, "arms overlapped", overlap)
-            stages.append(stage)
-    family = _apply_claim_family(stages)
+        stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
+                                overlap=lambda base: _overlaps(base, candidate, baseline))
+    family = apply_claim_family(stages)
     capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
     headline = None
     for stage in reversed(stages):
