@@ -28,12 +28,24 @@ def test_report_from_stored_runs(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0, name
     assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
     html = (out / "report.html").read_text()
-    assert "Metrics dashboard" in html and "data:image/png;base64" in html
+    assert "data:image/png;base64" in html
     assert "nb.load_report" not in html  # code is hidden
     markdown = (out / "report.md").read_text()
-    assert "## Metrics dashboard" in markdown and "Stage 1 (10 users)" in markdown
     achievement = json.loads((out / "achievement.json").read_text())
     validate(achievement)
+    # the figures each output prints are the comparison's, traceable to the run files
+    comparison = json.loads(loadproof("compare", str(SAMPLE / "baseline"),
+                                      str(SAMPLE / "optimized"), "--format", "json").stdout)
+    head = next(s for s in comparison["stages"] if s["key"] == comparison["headline_stage"])
+    p95 = head["metrics"]["latency_p95_ms"]
+    measured = achievement["measurements"]["latency_improvement"]
+    assert measured["ratio"] == p95["ratio"] and measured["verdict"] == p95["claim"]
+    assert measured["files"] and all(Path(f).is_file() for f in measured["files"])
+    for value in (p95["baseline"], p95["candidate"]):
+        shown = f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+        assert shown in markdown and shown in html, shown
+    first = comparison["baseline"]["stages"][0]
+    assert f"{first['requests']:,} requests" in markdown
     feed = json.loads((tmp_path / "reports" / "feed.json").read_text())
     assert feed["items"][0]["id"] == f"loadproof:{achievement['comparison_id']}"
 
