@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from .compare import Comparison, MetricComparison, StageComparison
 from .errors import AchievementError
 from .store import atomic_write_json, iso, read_json, utcnow
@@ -245,6 +243,8 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
 
 
 def validate(record: dict[str, Any]) -> None:
+    import jsonschema  # only where a record is validated: the CLI starts faster
+
     schema = json.loads(SCHEMA_PATH.read_text())
     try:
         jsonschema.validate(record, schema)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import stats
+from .achievements import regression_texts
 from .compare import Comparison, MetricComparison
 
 
@@ -22,14 +24,16 @@ def _ratio(metric: MetricComparison) -> str:
     if metric.ratio is None:
         return "—"
     ci = f" [{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}]" if metric.ci95 else ""
-    return f"{metric.ratio:.2f}x{ci}"
+    mark = "*" if metric.interval == "within this run only" else ""
+    return f"{metric.ratio:.2f}x{ci}{mark}"
 
 
 def comparison_table(comparison: Comparison) -> str:
     base, cand = comparison.baseline, comparison.candidate
     lines = [f"baseline:  {base.label} ({base.run_id}, {base.status})",
              f"candidate: {cand.label} ({cand.run_id}, {cand.status})",
-             "ratios: above 1 is better for the candidate; [95% interval]", ""]
+             "ratios: above 1 is better for the candidate; [95% interval]; verdicts need at "
+             f"least {stats.MIN_REPEATS_FOR_VERDICT} repeats per arm", ""]
     header = f"{'stage':<12} {'metric':<16} {'baseline':>10} {'candidate':>10}  " \
              f"{'ratio [95% CI]':<22} verdict"
     lines += [header, "-" * len(header)]
@@ -40,15 +44,23 @@ def comparison_table(comparison: Comparison) -> str:
             lines.append(f"{stage.key:<12} {metric.label + unit:<16} "
                          f"{_num(metric.baseline, metric.unit):>10} "
                          f"{_num(metric.candidate, metric.unit):>10}  {_ratio(metric):<22} "
-                         f"{metric.verdict}")
+                         f"{metric.verdict}"
+                         + (f" (headline: {metric.claim})" if metric.claim not in
+                            (None, metric.verdict) else ""))
+    if any(m.interval == "within this run only" for s in comparison.stages
+           for m in s.metrics.values()):
+        lines.append("* interval from 1 s blocks within these runs only: it does not include "
+                     "run-to-run variation")
     cap = comparison.capacity
     lines += ["", f"capacity (p95 <= {cap.slo.p95_ms:g} ms, success >= {cap.slo.success:.0%}): "
                   f"baseline {cap.baseline.shown()}, candidate {cap.candidate.shown()} -> "
-                  f"{cap.ratio_text()}"]
+                  f"{cap.ratio_text()}"
+                  + (f" ({cap.range_text()}; {cap.verdict})" if cap.ratio is not None else "")]
     for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
         if capacity.knee_level is not None:
             lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")
     notes = list(comparison.warnings) + list(comparison.guards)
+    notes += [f"significantly worse: {text}" for text in regression_texts(comparison)]
     for stage in comparison.stages:
         notes += [f"{stage.key}: {g}" for g in stage.guards]
     if notes:

@@ -216,9 +216,11 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
         b_draws = w_base @ getattr(base, attr).astype(float) / base.duration_s
         c_draws = w_cand @ getattr(cand, attr).astype(float) / cand.duration_s
     elif metric == "success":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b_draws = (w_base @ base.successes.astype(float)) / (w_base @ base.requests.astype(float))
-            c_draws = (w_cand @ cand.successes.astype(float)) / (w_cand @ cand.requests.astype(float))
+        # each resample's share drawn from its Jeffreys posterior: never a zero-width interval
+        # at 0% or 100%, where every block agrees
+        b_draws, c_draws = (rng.beta(w @ arm.successes.astype(float) + 0.5,
+                                     w @ (arm.requests - arm.successes).astype(float) + 0.5)
+                            for w, arm in ((w_base, base), (w_cand, cand)))
     else:
         raise ValueError(metric)
     num, den = (b_draws, c_draws) if lower_is_better else (c_draws, b_draws)
