@@ -408,6 +408,16 @@ def _overlaps(base: StageMetrics, cand_run: Run, baseline: Run) -> str | None:
     return None
 
 
+def _generator_limited(m: StageMetrics, arm: str) -> str | None:
+    """The load generator (or the machine), not the target, limited this stage."""
+    for record in m.records:
+        generator = record.get("generator") or {}
+        if generator.get("limited"):
+            return (f"load generator saturated in {arm} {record.get('dir', m.key)}: "
+                    + "; ".join(generator.get("reasons") or []))
+    return None
+
+
 def _disturbed(m: StageMetrics, arm: str) -> str | None:
     """Other processes took material CPU while this stage was measured."""
     for record in m.records:
@@ -575,6 +585,9 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
             disturbed = _disturbed(m, arm)
             if disturbed is not None:
                 _withhold(stage, "disturbed", disturbed)
+            limited = _generator_limited(m, arm)
+            if limited is not None:
+                _withhold(stage, "load generator limited", limited)
         overlapped = overlap(base) if overlap is not None else None
         if overlapped is not None:
             _withhold(stage, "arms overlapped", overlapped)

@@ -5,9 +5,13 @@ machine quiet) that keep one arm's leftovers out of the other's measurement."""
 from __future__ import annotations
 
 import os
+import re
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -18,6 +22,10 @@ DISTURBED_CORES = 0.25
 QUIET_CORES = 0.25
 QUIET_TIMEOUT_S = 15.0
 GONE_TIMEOUT_S = 20.0
+# the generator guard: the machine saturated (this share of all cores) for most of the stage,
+# or k6 at this share of the cores it could use
+SATURATED_SHARE = 0.90
+SATURATED_SAMPLES = 0.5
 
 
 def _busy_seconds() -> float:
@@ -60,6 +68,7 @@ class CpuWatch:
 
     groups: dict[str, list[int] | None]
     reaped_name: str = "k6"
+    sampler: ResourceSampler | None = None
     _t0: float = 0.0
     _busy0: float = 0.0
     _own0: tuple[float, float] = (0.0, 0.0)
@@ -71,9 +80,21 @@ class CpuWatch:
         self._own0 = _own_split()
         self._cpu0 = {name: _cpu_by_pid(_tree(pids)) for name, pids in self.groups.items()
                       if pids is not None}
+        known = {pid for pids in self.groups.values() for pid in pids or []}
+
+        def generator() -> list[int]:  # loadproof's other children: k6, once it has started
+            return [c.pid for c in psutil.Process().children() if c.pid not in known]
+
+        timelines: dict[str, Callable[[], list[int]]] = {self.reaped_name: generator}
+        for name, pids in self.groups.items():
+            if pids:
+                timelines[name] = lambda pids=pids: pids  # type: ignore[misc]
+        self.sampler = ResourceSampler(timelines).start()
         return self
 
     def stop(self) -> dict[str, Any]:
+        if self.sampler is not None:
+            self.sampler.stop()
         elapsed = time.monotonic() - self._t0
         busy = _busy_seconds() - self._busy0
         own, reaped = (now - before for now, before in zip(_own_split(), self._own0, strict=True))
@@ -153,3 +174,125 @@ def service_pids(service: Any) -> list[int]:
         except psutil.Error:
             pass
     return pids
+
+
+class ResourceSampler:
+    """Once a second, in a thread: the CPU (100 = one core) and RSS of each named process tree
+    and of the whole machine. ``stop`` returns the rows for ``resources.parquet``."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]],
+                 interval_s: float = 1.0) -> None:
+        self.groups = groups
+        self.interval_s = interval_s
+        self.rows: list[tuple[datetime, str, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="loadproof-sampler", daemon=True)
+        self._last: dict[int, float] = {}
+        self._last_t = time.monotonic()
+        self._last_busy = _busy_seconds()
+
+    def start(self) -> ResourceSampler:
+        for pids in self.groups.values():
+            self._last.update(_cpu_by_pid(_tree(pids())))
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        now, stamp = time.monotonic(), datetime.now(UTC)
+        elapsed = max(now - self._last_t, 1e-6)
+        busy = _busy_seconds()
+        machine_rss = (psutil.virtual_memory().total - psutil.virtual_memory().available) / 2**20
+        self.rows.append((stamp, "machine", 100 * (busy - self._last_busy) / elapsed, machine_rss))
+        self._last_t, self._last_busy = now, busy
+        for name, pids in self.groups.items():
+            cpu = rss = 0.0
+            for proc in _tree(pids()):
+                try:
+                    times = proc.cpu_times()
+                    total = float(times.user + times.system)
+                    rss += proc.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                cpu += max(total - self._last.get(proc.pid, total), 0.0)
+                self._last[proc.pid] = total
+            self.rows.append((stamp, name, 100 * cpu / elapsed, rss))
+
+    def stop(self) -> list[tuple[datetime, str, float, float]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.rows
+
+
+def write_resources(rows: list[tuple[datetime, str, float, float]], path: Path) -> None:
+    import polars as pl
+
+    frame = pl.DataFrame(rows, schema={"timestamp": pl.Datetime("us", "UTC"),
+                                       "process": pl.Categorical, "cpu_percent": pl.Float64,
+                                       "rss_mb": pl.Float64}, orient="row")
+    frame.write_parquet(path)
+
+
+def resources_summary(rows: list[tuple[datetime, str, float, float]]) -> dict[str, Any]:
+    """Per process: mean and peak CPU (100 = one core), peak RSS, and the number of samples."""
+    by_process: dict[str, list[tuple[float, float]]] = {}
+    for _, name, cpu, rss in rows:
+        by_process.setdefault(name, []).append((cpu, rss))
+    return {name: {"cpu_percent_mean": round(sum(c for c, _ in values) / len(values), 1),
+                   "cpu_percent_max": round(max(c for c, _ in values), 1),
+                   "rss_mb_max": round(max(r for _, r in values), 1),
+                   "samples": len(values)}
+            for name, values in by_process.items()}
+
+
+_INSUFFICIENT_VUS = re.compile(r"Insufficient VUs", re.IGNORECASE)
+
+
+def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[str, Any],
+                    record: dict[str, Any], k6_log: Path | None) -> dict[str, Any]:
+    """Whether the load generator (or the machine), not the target, limited this stage."""
+    cores = psutil.cpu_count() or os.cpu_count() or 1
+    reasons = []
+    machine = [c for _, name, c, _ in rows if name == "machine"]
+    saturated = [c >= SATURATED_SHARE * 100 * cores for c in machine]
+    if machine and sum(saturated) >= SATURATED_SAMPLES * len(machine):
+        reasons.append(f"machine CPU at ≥{SATURATED_SHARE:.0%} of its {cores} cores in "
+                       f"{sum(saturated)} of {len(machine)} samples")
+    k6_cores = cpu.get("k6_cpu_cores")
+    if k6_cores is not None and k6_cores >= SATURATED_SHARE * cores:
+        reasons.append(f"k6 used {k6_cores:.2f} of the {cores} cores it could use")
+    level, duration = record.get("level"), record.get("duration_s")
+    dropped, requests = record.get("dropped_iterations"), record.get("requests")
+    if record.get("model") == "rate" and level and duration:
+        planned = level * duration
+        if dropped and dropped > 0.01 * planned:
+            reasons.append(f"{dropped} dropped iterations ({dropped / planned:.1%} of "
+                           f"{planned:.0f} planned)")
+        if requests is not None and requests < 0.95 * planned:
+            reasons.append(f"achieved {requests / duration:.0f} req/s of {level} planned")
+    if k6_log is not None and k6_log.is_file():
+        try:
+            if _INSUFFICIENT_VUS.search(k6_log.read_text(errors="replace")):
+                reasons.append("k6 logged that it ran out of VUs (Insufficient VUs)")
+        except OSError:
+            pass
+    summary = {"limited": bool(reasons), "reasons": reasons, "cores": cores,
+               "k6_cpu_cores": k6_cores,
+               "machine_cpu_percent_mean": round(sum(machine) / len(machine), 1)
+               if machine else None}
+    return summary
+
+
+def record_stage(watch: CpuWatch, record: dict[str, Any], stage_dir: Path) -> None:
+    """Store a finished stage's resource timeline and put its summary and the generator guard
+    in the stage record (after its requests and dropped iterations are known)."""
+    rows = watch.sampler.rows if watch.sampler is not None else []
+    if rows:
+        write_resources(rows, stage_dir / "resources.parquet")
+        record["resources_file"] = f"stages/{stage_dir.name}/resources.parquet"
+        record["resources"] = resources_summary(rows)
+    record["generator"] = generator_guard(rows, record.get("conditions") or {}, record,
+                                          stage_dir / "k6.log")

@@ -298,6 +298,7 @@ class RunSession:
             record["k6_message"] = _tail(stage_dir / "k6.log")
         try:
             self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage, repeat)
+            conditions.record_stage(watch, record, stage_dir)
         except Exception as exc:  # a broken stage must not lose the finished ones
             record["status"] = "failed"
             record["status_reason"] = f"could not save stage data: {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,8 +15,9 @@ from loadproof.store import Run
 
 
 @contextmanager
-def tiny_server(statuses: tuple[int, ...] = (200,)) -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 answering with ``statuses`` in turn; yields its URL."""
+def tiny_server(statuses: tuple[int, ...] = (200,), delay_s: float = 0.0) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering with ``statuses`` in turn (after ``delay_s``);
+    yields its URL."""
     cycle = itertools.cycle(statuses)
     lock = threading.Lock()
 
@@ -28,6 +30,8 @@ def tiny_server(statuses: tuple[int, ...] = (200,)) -> Iterator[str]:
                 self.rfile.read(length)
             with lock:
                 status = next(cycle)
+            if delay_s:
+                time.sleep(delay_s)
             body = b'{"ok": true}'
             self.send_response(status)
             self.send_header("content-type", "application/json")

@@ -1,0 +1,44 @@
+"""The measurement's conditions with real k6 on loopback: the resource timeline, and the guard
+that tells a stage limited by the load generator (or the machine) from a calm one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from loadproof.execute import run_stages
+from loadproof.plan import make_plan
+from loadproof.progress import Progress
+
+from .helpers import tiny_server
+
+
+@pytest.mark.slow
+def test_calm_stage_is_not_flagged(tmp_path: Path) -> None:
+    # 10 users against a 20 ms target: k6 and the server idle most of the time
+    with tiny_server(delay_s=0.02) as url:
+        run = run_stages(make_plan("10", stage_duration="3s"), label="calm", target=url,
+                         script="quick", out_dir=tmp_path, progress=Progress(quiet=True))
+    (record,) = run.stages
+    assert record["generator"]["limited"] is False, record["generator"]
+    resources = pl.read_parquet(run.path / record["resources_file"])
+    assert set(resources["process"].cast(pl.String)) == {"machine", "k6"}
+    assert resources.filter(pl.col("process") == "k6").height >= 2
+    summary = record["resources"]
+    assert 0 < summary["k6"]["cpu_percent_mean"] < 90 and summary["k6"]["rss_mb_max"] > 10
+    conditions = record["conditions"]
+    assert conditions["k6_cpu_cores"] > 0 and conditions["other_includes"] == ["target"]
+
+
+@pytest.mark.slow
+def test_saturating_stage_is_flagged(tmp_path: Path) -> None:
+    # 300 users against a local target that answers at once: k6 and the server take the
+    # whole machine, so the figures describe the machine, not the target
+    with tiny_server() as url:
+        run = run_stages(make_plan("300", stage_duration="4s"), label="busy", target=url,
+                         script="quick", out_dir=tmp_path, progress=Progress(quiet=True))
+    (record,) = run.stages
+    guard = record["generator"]
+    assert guard["limited"] is True, guard
+    assert any("machine CPU" in r or "k6 used" in r for r in guard["reasons"])
