@@ -61,6 +61,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .listing import entries_json, entries_table, list_entries
+
+    entries = list_entries(Path(args.out))
+    if args.format == "json":
+        print(entries_json(entries))
+    elif entries:
+        print(entries_table(entries))
+    else:
+        print(f"no runs in {args.out}", file=sys.stderr)
+    return 0
+
+
 def _slo(args: argparse.Namespace) -> Slo:
     from .compare import Slo
 
@@ -204,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--label", required=True)
     imp.add_argument("--out", default="data/runs")
     imp.set_defaults(func=cmd_import)
+
+    runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")
+    runs.add_argument("--out", default="data/runs", help="run store folder (default data/runs)")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+    runs.set_defaults(func=cmd_runs)
 
     cmp_ = sub.add_parser("compare", help="compare two runs stage by stage")
     _add_compare_args(cmp_)
