@@ -46,7 +46,10 @@ class RunEntry:
 
 
 def _mtime_iso(path: Path) -> str:
-    moment = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    try:
+        moment = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except OSError:  # removed while we listed (a failed import cleans up after itself)
+        return ""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
