@@ -30,7 +30,7 @@ test: install lint
 # that write PDFs run again, with warnings as errors.
 OPTIONAL_LIBS := harfbuzz-subset,harfbuzz-vector
 test-without-optional-libs: install
-	PYTHONPATH=tests/hide_libs LOADPROOF_HIDE_LIBS=$(OPTIONAL_LIBS) \
+	PYTHONPATH="$(CURDIR)/tests/hide_libs" LOADPROOF_HIDE_LIBS=$(OPTIONAL_LIBS) \
 		$(BIN)/pytest -p no:cacheprovider tests/test_fresh_machine.py tests/test_pipeline.py
 
 clean:

@@ -3,7 +3,7 @@
 Put this folder first on PYTHONPATH and name the libraries in LOADPROOF_HIDE_LIBS
 (comma-separated parts of a library name, e.g. ``harfbuzz-subset,harfbuzz-vector``)::
 
-    PYTHONPATH=tests/hide_libs LOADPROOF_HIDE_LIBS=harfbuzz-subset pytest tests/test_pipeline.py
+    PYTHONPATH=$PWD/tests/hide_libs LOADPROOF_HIDE_LIBS=harfbuzz-subset pytest tests/test_pipeline.py
 
 Python imports ``sitecustomize`` at start-up in every process, so the hiding also holds in
 subprocesses (notebook kernels, the CLI). Loading a hidden library through cffi
