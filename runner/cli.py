@@ -5,7 +5,8 @@ error's documented code:
     0 success   1 unexpected failure   2 usage or experiment-file mistake   3 k6 missing
     4 target unreachable / service failed to start   5 run store (missing or corrupt run,
     unknown import format)   6 runs not comparable / achievement invalid   7 a report
-    notebook failed   130 interrupted (finished stages are kept)
+    notebook failed   130 interrupted (finished stages are kept)   141 output closed early
+    (e.g. piped into head)
 """
 
 from __future__ import annotations
@@ -268,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`loadproof runs | head`): no traceback; the shell's SIGPIPE code
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -127,3 +127,15 @@ def test_runs_lists_the_sample_as_a_process_without_data_libraries() -> None:
     assert all(item["requests"] > 0 and item["profile"] for item in listed)
     starts = [item["started_at"] for item in listed]
     assert starts == sorted(starts, reverse=True)
+
+
+def test_output_closed_early_is_no_traceback() -> None:
+    """`loadproof runs | head -1`: the reader leaves before the listing is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "loadproof.cli", "runs", "--out", str(SAMPLE)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child can print: its write finds no reader
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
