@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test test-without-optional-libs lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest
+
+# What a fresh machine sees: the system libraries WeasyPrint can do without are made
+# unloadable (tests/hide_libs/sitecustomize.py; no root, nothing uninstalled), and the tests
+# that write PDFs run again, with warnings as errors.
+OPTIONAL_LIBS := harfbuzz-subset,harfbuzz-vector
+test-without-optional-libs: install
+	PYTHONPATH="$(CURDIR)/tests/hide_libs" LOADPROOF_HIDE_LIBS=$(OPTIONAL_LIBS) \
+		$(BIN)/pytest -p no:cacheprovider tests/test_fresh_machine.py tests/test_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,8 @@ error's documented code:
     0 success   1 unexpected failure   2 usage or experiment-file mistake   3 k6 missing
     4 target unreachable / service failed to start   5 run store (missing or corrupt run,
     unknown import format)   6 runs not comparable / achievement invalid   7 a report
-    notebook failed   130 interrupted (finished stages are kept)
+    notebook failed   130 interrupted (finished stages are kept)   141 output closed early
+    (e.g. piped into head)
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     run = import_files(args.files, label=args.label, out_dir=args.out)
     print(run.path)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .listing import entries_json, entries_table, list_entries
+
+    entries = list_entries(Path(args.out))
+    if args.format == "json":
+        print(entries_json(entries))
+    elif entries:
+        print(entries_table(entries))
+    else:
+        print(f"no runs in {args.out}", file=sys.stderr)
     return 0
 
 
@@ -205,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", default="data/runs")
     imp.set_defaults(func=cmd_import)
 
+    runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")
+    runs.add_argument("--out", default="data/runs", help="run store folder (default data/runs)")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+    runs.set_defaults(func=cmd_runs)
+
     cmp_ = sub.add_parser("compare", help="compare two runs stage by stage")
     _add_compare_args(cmp_)
     cmp_.add_argument("--format", choices=["table", "json"], default="table")
@@ -250,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`loadproof runs | head`): no traceback; the shell's SIGPIPE code
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

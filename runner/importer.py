@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import tempfile
@@ -30,10 +31,13 @@ RAW_KINDS = ("csv", "ndjson")
 
 def _csv_time_unit(path: Path) -> Literal["s", "ms", "us", "ns"]:
     """k6 writes unix seconds by default; K6_CSV_TIME_FORMAT may make it ms, us or ns."""
-    first = pl.scan_csv(path, infer_schema=False).select("timestamp").head(1).collect()
-    if first.height == 0:
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)  # two lines only: a lazy scan of a big file costs more
+        header, first = next(rows, []), next(rows, None)
+    if first is None or "timestamp" not in header:
         return "s"
-    value = str(first.item())
+    column = header.index("timestamp")
+    value = first[column] if column < len(first) else ""
     if not value.isdigit():
         raise ImportFormatError(f"{path}: timestamp {value!r} is not a unix time; re-export with "
                                 "K6_CSV_TIME_FORMAT=unix_micro (or the default unix)", path=path)

@@ -10,14 +10,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import ImportFormatError
 from .store import FILE_MODE
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported where used: it costs start-up time `import` does not need
 
 # The stable columns of requests.parquet.
 REQUEST_SCHEMA = pl.Schema({
@@ -97,7 +98,7 @@ def csv_to_parquet(csv_path: Path, out_path: Path, *, stage: str | None, repeat:
     """Convert a k6 raw CSV to requests.parquet with bounded memory; return the row count."""
     sink_atomically(requests_from_csv(csv_path, stage=stage, repeat=repeat, time_unit=time_unit),
                     out_path)
-    return int(pq.ParquetFile(out_path).metadata.num_rows)
+    return int(pl.scan_parquet(out_path).select(pl.len()).collect().item())  # from metadata
 
 
 def count_dropped_iterations(csv_path: Path) -> int:
@@ -202,6 +203,8 @@ def ndjson_points(path: Path) -> Iterator[dict[str, Any]]:
 def ndjson_to_parquet(path: Path, out_path: Path, *, repeat: int = 1,
                       batch_rows: int = 100_000) -> int:
     """Stream http_req_duration points of a raw JSON output into requests.parquet."""
+    import pyarrow.parquet as pq
+
     schema = REQUEST_SCHEMA.to_arrow()
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)

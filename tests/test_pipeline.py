@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from loadproof.pipeline import run_pipeline
 from loadproof.progress import Progress
 from loadproof.store import load_run
@@ -23,6 +24,7 @@ report: {interview_value: high}
 """
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path: Path) -> None:
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(EXPERIMENT)

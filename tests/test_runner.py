@@ -32,6 +32,7 @@ def rate_plan(stages: str = "20,40", duration: str = "1s", **kw: object):  # typ
     return make_plan(stages, model="rate", stage_duration=duration, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_run_against_any_target(runs_dir: Path) -> None:
     with tiny_server((200, 200, 429, 503)) as url:
         run = run_stages(rate_plan(warmup="1s"), label="tiny", target=url, script="quick",
@@ -52,6 +53,7 @@ def test_run_against_any_target(runs_dir: Path) -> None:
     assert first.rate_limited > 0 and first.errors > 0 and first.successes > 0
 
 
+@pytest.mark.slow
 def test_thresholds_crossed_keep_results(runs_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "strict.js"
     script.write_text("import http from 'k6/http';\n"
@@ -66,6 +68,7 @@ def test_thresholds_crossed_keep_results(runs_dir: Path, tmp_path: Path) -> None
     assert (run.path / stage["summary_file"]).is_file()  # --summary-export for user scripts
 
 
+@pytest.mark.slow
 def test_k6_runs_with_recorded_gc_settings_that_the_user_can_override(
         runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "env.js"
@@ -101,6 +104,7 @@ def test_k6_memory_ceiling_follows_a_container_limit(monkeypatch: pytest.MonkeyP
      "export default function () {}\n", 104, "unknown executor"),
     ("throw new Error('boom at init');\nexport default function () {}\n", 107, "boom at init"),
 ])
+@pytest.mark.slow
 def test_k6_errors_are_recorded_per_stage(runs_dir: Path, tmp_path: Path, body: str, code: int,
                                           message: str) -> None:
     script = tmp_path / "broken.js"
@@ -163,6 +167,7 @@ def test_missing_k6_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         k6_version(find_k6())
 
 
+@pytest.mark.slow
 def test_crash_in_stage_three_keeps_stages_one_and_two(runs_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     real = execute.csv_to_parquet
@@ -185,6 +190,7 @@ def test_crash_in_stage_three_keeps_stages_one_and_two(runs_dir: Path,
     assert [m.requests > 0 for m in stage_metrics(run)] == [True, True]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_stages_and_exits_130(runs_dir: Path) -> None:
     with tiny_server() as url:
         proc = subprocess.Popen(
@@ -212,6 +218,7 @@ def test_ctrl_c_keeps_finished_stages_and_exits_130(runs_dir: Path) -> None:
     assert stage_metrics(run)[0].requests > 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_a_stage_starts_k6_leaves_no_stage_running(
         runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[object] = []
@@ -238,6 +245,7 @@ def test_run_ids_never_collide(tmp_path: Path) -> None:
     assert len(ids) == 50
 
 
+@pytest.mark.slow
 def test_cli_run_prints_run_dir_last(runs_dir: Path) -> None:
     with tiny_server() as url:
         out = subprocess.run(

@@ -33,6 +33,7 @@ def post(url: str, body: object, **kw: object) -> httpx.Response:
     return httpx.post(f"{url}/task", json=body, timeout=10, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_task_lifecycle(service: ServiceProcess) -> None:
     created = post(service.url, {"persona_id": "persona-3", "task_type": "summarize",
                                  "payload": {"text": "hi"}})
@@ -50,6 +51,7 @@ def test_task_lifecycle(service: ServiceProcess) -> None:
     assert task_id in [t["task_id"] for t in listed]
 
 
+@pytest.mark.slow
 def test_unknown_persona_fails_the_task_not_the_request(service: ServiceProcess) -> None:
     task_id = post(service.url, {"persona_id": "nobody", "task_type": "x"}).json()["task_id"]
     deadline = time.monotonic() + 10
@@ -68,12 +70,14 @@ def test_unknown_persona_fails_the_task_not_the_request(service: ServiceProcess)
     ({"persona_id": "p", "task_type": "has space"}, "task_type"),
     ({"persona_id": "p", "task_type": "x", "payload": [1, 2]}, "payload"),
 ])
+@pytest.mark.slow
 def test_invalid_body_names_the_field(service: ServiceProcess, body: dict, field: str) -> None:
     response = post(service.url, body)
     assert response.status_code == 422
     assert field in [d["loc"][-1] for d in response.json()["detail"]]
 
 
+@pytest.mark.slow
 def test_client_mistakes_never_give_500(service: ServiceProcess) -> None:
     url = service.url
     malformed = httpx.post(f"{url}/task", content=b"{not json",
@@ -88,6 +92,7 @@ def test_client_mistakes_never_give_500(service: ServiceProcess) -> None:
     assert len(httpx.get(f"{url}/tasks", params={"limit": 100000}).json()) <= 100
 
 
+@pytest.mark.slow
 def test_health_and_metrics(service: ServiceProcess) -> None:
     assert httpx.get(f"{service.url}/health/live").json() == {"status": "live"}
     ready = httpx.get(f"{service.url}/health/ready").json()
@@ -101,6 +106,7 @@ def test_health_and_metrics(service: ServiceProcess) -> None:
     assert 'route="/task"' in text
 
 
+@pytest.mark.slow
 def test_rate_limiter_sheds_with_429_and_retry_after() -> None:
     with ServiceProcess("optimized", overrides={"rate_limit_rps": 5, "rate_limit_burst": 5}) \
             as svc:
@@ -140,6 +146,7 @@ def _pg_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     data_dir = tmp_path / "pg"
@@ -168,6 +175,7 @@ async def _count_existing(dsn: str, ids: list[str]) -> int:
         await conn.close()
 
 
+@pytest.mark.slow
 def test_database_outage_breaker_readiness_recovery_no_lost_tasks(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg")
     url = pg.start()

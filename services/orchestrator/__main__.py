@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import ProfileError, load_settings
-
 
 def parse_set(items: list[str]) -> dict[str, str]:
+    from .settings import ProfileError  # here, so `loadproof --help` stays light
+
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -31,6 +31,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .server import serve
+    from .settings import ProfileError, load_settings
 
     try:
         settings = load_settings(args.profile, **parse_set(args.set))
