@@ -62,7 +62,7 @@ def latency_vs_load(comparison: Comparison) -> Figure:
                     rows.append({"load": _x(m), "latency_ms": value, "arm": f"{role}: {label}",
                                  "percentile": name.removesuffix("_ms")})
     fig, ax = _against_load(comparison, rows, "latency_ms", "percentile",
-                            "latency of 2xx answers (ms)", "Latency against load")
+                            "latency of successful answers (ms)", "Latency against load")
     ax.axhline(comparison.capacity.slo.p95_ms, color="#d62728", lw=1, ls=":",
                label=f"SLO p95 {comparison.capacity.slo.p95_ms:g} ms")
     ax.set_yscale("log")
@@ -75,7 +75,7 @@ def throughput_vs_load(comparison: Comparison) -> Figure:
     rows = []
     for role, label, metrics in _arms(comparison):
         for m in metrics:
-            for name, value in (("throughput", m.throughput_rps), ("goodput (2xx)", m.goodput_rps)):
+            for name, value in (("throughput", m.throughput_rps), ("goodput (successes)", m.goodput_rps)):
                 if value is not None:
                     rows.append({"load": _x(m), "req/s": value, "arm": f"{role}: {label}",
                                  "measure": name})
@@ -91,12 +91,12 @@ def outcome_shares(comparison: Comparison) -> Figure:
     for role, label, metrics in _arms(comparison):
         for m in metrics:
             if m.requests:
-                rows.append({"stage": f"{_x(m)}\n{role}", "2xx": m.successes / m.requests,
+                rows.append({"stage": f"{_x(m)}\n{role}", "success": m.successes / m.requests,
                              "429": m.rate_limited / m.requests, "errors": m.errors / m.requests,
                              "arm": label})
     fig, ax = plt.subplots(figsize=(8, 3.8))
     if rows:
-        frame = pd.DataFrame(rows).set_index("stage")[["2xx", "429", "errors"]]
+        frame = pd.DataFrame(rows).set_index("stage")[["success", "429", "errors"]]
         frame.plot(kind="bar", stacked=True, ax=ax, color=["#2ca02c", "#ff7f0e", "#d62728"],
                    width=0.8, rot=0)
     ax.set(ylabel="share of requests", xlabel="", title="Outcomes per stage")
@@ -155,7 +155,7 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Figure:
         sns.ecdfplot(pd.concat(rows), x="latency_ms", hue="arm", ax=ax,
                      palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(rows)])
         ax.set_xscale("log")
-    ax.set(xlabel="latency of 2xx answers (ms)", ylabel="share of requests",
+    ax.set(xlabel="latency of successful answers (ms)", ylabel="share of requests",
            title=f"Latency distribution at {key}" if key else "Latency distribution")
     fig.tight_layout()
     return fig

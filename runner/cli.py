@@ -123,10 +123,11 @@ def cmd_achievement(args: argparse.Namespace) -> int:
 
     comparison = _compare(args)
     record = build_achievement(comparison, _achievement_options(args))
-    out = Path(args.out) if args.out else Path(args.reports_dir) / "achievements" / \
+    reports_dir = Path(args.reports_dir or "reports")
+    out = Path(args.out) if args.out else reports_dir / "achievements" / \
         f"{comparison.comparison_id}.json"
     write_achievement(record, out)
-    update_feed(record, Path(args.reports_dir) / "feed.json")
+    update_feed(record, reports_dir / "feed.json")
     print(out)
     return 0
 
@@ -139,9 +140,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError("give both --probe-baseline and --probe-candidate, or neither")
     if args.probe_baseline is not None:
         probe = load_pair(args.probe_baseline, args.probe_candidate, Path(args.runs_dir))
+    # with --out DIR and no --reports-dir, everything the report writes (feed.json too) goes
+    # under DIR, never into a reports/ folder of the current directory
+    reports_dir = Path(args.reports_dir or args.out or "reports")
     out = make_report(args.baseline, args.candidate, out_dir=args.out, slo=_slo(args),
                       options=_achievement_options(args), runs_dir=Path(args.runs_dir),
-                      reports_dir=Path(args.reports_dir), formats=args.formats, probe=probe)
+                      reports_dir=reports_dir, formats=args.formats, probe=probe)
     print(out)
     return 0
 
@@ -161,7 +165,7 @@ def _add_compare_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-p95-ms", type=float, default=400.0,
                         help="capacity SLO: p95 latency of successful requests (default 400)")
     parser.add_argument("--slo-success", type=float, default=0.99,
-                        help="capacity SLO: share of 2xx answers (default 0.99)")
+                        help="capacity SLO: share of successful answers (default 0.99)")
     parser.add_argument("--min-successes", type=int, default=30,
                         help="fewest successful requests a stage needs for a latency figure "
                              "(default 30)")
@@ -177,7 +181,9 @@ def _add_achievement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit-cost", type=float, default=None,
                         help="cost of one instance-month; enables cost_savings from capacity")
     parser.add_argument("--currency", default="$")
-    parser.add_argument("--reports-dir", default="reports", help="where feed.json lives")
+    parser.add_argument("--reports-dir", default=None,
+                        help="where feed.json lives (default reports; for report with --out "
+                             "DIR, DIR)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from .errors import ComparisonError
 from .metrics import StageMetrics, stage_metrics
 from .store import Run
 
@@ -36,7 +37,7 @@ METRICS = (
     MetricSpec("latency_p95_ms", "p95 latency", "ms", True, latency=True),
     MetricSpec("latency_p99_ms", "p99 latency", "ms", True, latency=True),
     MetricSpec("throughput_rps", "throughput", "req/s", False),
-    MetricSpec("goodput_rps", "goodput (2xx/s)", "req/s", False),
+    MetricSpec("goodput_rps", "goodput (successes/s)", "req/s", False),
     MetricSpec("success_rate", "success rate", "share", False),
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
@@ -521,6 +522,10 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
     if not same_model:
         capacity.reason = "the arms used different load models: no capacity ratio"
         return capacity
+    if not any(m.level is not None for m in base + cand):
+        capacity.reason = ("the stages have no load level (imported without loadproof's stage "
+                           "tags): no capacity")
+        return capacity
     if b.level is None:
         capacity.reason = "the baseline met the SLO at no stage: no capacity ratio"
         return capacity
@@ -624,8 +629,15 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
     same_model = bool(base_metrics and cand_metrics
                       and base_metrics[0].model == cand_metrics[0].model)
     stages: list[StageComparison] = []
-    if (base_plan is None or cand_plan is None) and \
-            [m.key for m in base_metrics] == [m.key for m in cand_metrics]:
+    base_keys, cand_keys = [m.key for m in base_metrics], [m.key for m in cand_metrics]
+    if (base_plan is None or cand_plan is None) and base_keys != cand_keys:
+        raise ComparisonError(
+            f"runs {baseline.run_id} and {candidate.run_id} cannot be compared: a run without a "
+            f"stage plan (imported) is matched to the other by stage name, and the names differ "
+            f"(baseline {', '.join(base_keys)}; candidate {', '.join(cand_keys)}); compare an "
+            "imported run with another import of the same test, or run both arms with "
+            "`loadproof run`", path=candidate.path)
+    if (base_plan is None or cand_plan is None) and base_keys == cand_keys:
         warnings.append("a run has no stage plan (imported?); stages matched by name")
         same_shape = True
     if not same_shape:

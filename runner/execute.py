@@ -217,6 +217,9 @@ class RunSession:
         stage_dir_name = f"r{repeat}-{stage.key}"
         stage_dir = run.path / "stages" / stage_dir_name
         stage_dir.mkdir(parents=True, exist_ok=False)
+        # absolute: k6 runs inside the stage folder, so that files a script's handleSummary
+        # writes to relative paths land beside the stage's data, not in the caller's folder
+        stage_dir = stage_dir.resolve()
         raw_csv = stage_dir / "raw.csv"
         summary_tmp = stage_dir / ".summary.json.tmp"
         record: dict[str, Any] = {
@@ -226,7 +229,8 @@ class RunSession:
         }
         run.manifest["stages"].append(record)
         run.save()
-        cmd = [str(self._k6), "run", "--no-color", "--quiet", "--out", f"csv={raw_csv}"]
+        cmd = [str(Path(self._k6).resolve()), "run", "--no-color", "--quiet", "--out",
+               f"csv={raw_csv}"]
         if not is_shipped(self._script_path):
             # shipped scripts tag the stage themselves (and keep k6's tag set small)
             cmd += ["--tag", f"stage={stage.key}", "--tag", f"repeat={repeat}"]
@@ -236,7 +240,7 @@ class RunSession:
             if stage.model == "vus":
                 cmd += ["--vus", str(stage.level),
                         "--duration", format_duration(stage.duration_s + stage.warmup_s)]
-        cmd.append(str(self._script_path))
+        cmd.append(str(Path(self._script_path).resolve()))
         env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp)}
         title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
         self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
@@ -254,6 +258,7 @@ class RunSession:
                 # the target's CPU is known when loadproof started it; k6's is read when reaped
                 watch = conditions.CpuWatch({"target": self._target_pids}).start()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        cwd=stage_dir,
                                         start_new_session=True)
                 started = time.monotonic()
                 while proc.poll() is None:

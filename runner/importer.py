@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from .errors import ImportFormatError, UsageError
-from .ingest import csv_to_parquet, decompress_to, ndjson_to_parquet, read_bytes, sniff
+from .ingest import (
+    TIME_RESOLUTION_S,
+    TimeFormat,
+    csv_to_parquet,
+    csv_windows,
+    decompress_to,
+    ndjson_to_parquet,
+    read_bytes,
+    sniff,
+    summary_values,
+)
 from .store import (
     DEFAULT_RUNS_DIR,
     FORMAT_VERSION,
@@ -29,8 +40,14 @@ _KEY = re.compile(r"^s(\d+)-(\d+)(vus|rps)$")
 RAW_KINDS = ("csv", "ndjson")
 
 
-def _csv_time_unit(path: Path) -> Literal["s", "ms", "us", "ns"]:
-    """k6 writes unix seconds by default; K6_CSV_TIME_FORMAT may make it ms, us or ns."""
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+_TIME_WORDS = {"s": "unix seconds", "ms": "unix milliseconds", "us": "unix microseconds",
+               "ns": "unix nanoseconds", "rfc3339": "RFC 3339 (to the second)"}
+
+
+def csv_time_unit(path: Path) -> TimeFormat:
+    """The K6_CSV_TIME_FORMAT a k6 CSV was written with: unix (seconds, k6's default),
+    unix_milli, unix_micro, unix_nano or rfc3339, told apart by the first timestamp."""
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         rows = csv.reader(handle)  # two lines only: a lazy scan of a big file costs more
         header, first = next(rows, []), next(rows, None)
@@ -38,10 +55,29 @@ def _csv_time_unit(path: Path) -> Literal["s", "ms", "us", "ns"]:
         return "s"
     column = header.index("timestamp")
     value = first[column] if column < len(first) else ""
-    if not value.isdigit():
-        raise ImportFormatError(f"{path}: timestamp {value!r} is not a unix time; re-export with "
-                                "K6_CSV_TIME_FORMAT=unix_micro (or the default unix)", path=path)
-    return {10: "s", 13: "ms", 16: "us", 19: "ns"}.get(len(value), "s")  # type: ignore[return-value]
+    if _RFC3339.match(value):
+        return "rfc3339"
+    unit = {10: "s", 13: "ms", 16: "us", 19: "ns"}.get(len(value)) if value.isdigit() else None
+    if unit is None:
+        raise ImportFormatError(
+            f"{path}: timestamp {value!r} is in no K6_CSV_TIME_FORMAT loadproof reads; "
+            "re-export with K6_CSV_TIME_FORMAT=unix_micro (or unix, unix_milli, unix_nano, "
+            "rfc3339)", path=path)
+    return unit  # type: ignore[return-value]
+
+
+def _summary_duration(data: dict[str, Any], requests: int) -> float | None:
+    """k6's own test duration from a summary of the same requests: handleSummary's
+    state.testRunDurationMs, else http_reqs count / rate (k6 divides by that duration).
+    None when the summary counts other requests (a warm-up loadproof left out, say)."""
+    reqs = summary_values(data.get("metrics") or {}, "http_reqs")
+    if not reqs or int(reqs.get("count") or 0) != requests:
+        return None
+    state_ms = (data.get("state") or {}).get("testRunDurationMs")
+    if isinstance(state_ms, (int, float)) and state_ms > 0:
+        return float(state_ms) / 1000
+    rate = float(reqs.get("rate") or 0)
+    return requests / rate if rate > 0 else None
 
 
 def import_files(files: list[Path | str], *, label: str,
@@ -77,17 +113,26 @@ def import_files(files: list[Path | str], *, label: str,
                 stage_dir = run_path / "stages" / f"r{repeat}-imported"
                 stage_dir.mkdir(parents=True)
                 out = stage_dir / "requests.parquet"
+                windows: dict[str, tuple[float, float]] = {}
                 if kind == "csv":
                     plain = decompress_to(path, Path(scratch))
-                    csv_to_parquet(plain, out, stage=None, repeat=repeat,
-                                   time_unit=_csv_time_unit(plain))
+                    unit = csv_time_unit(plain)
+                    csv_to_parquet(plain, out, stage=None, repeat=repeat, time_unit=unit)
+                    windows = csv_windows(plain, stage=None, time_unit=unit)
+                    resolution = TIME_RESOLUTION_S[unit]
                 else:
-                    ndjson_to_parquet(path, out, repeat=repeat)
-                stages.extend(_stage_records(out, stage_dir.name, repeat))
+                    ndjson_to_parquet(path, out, repeat=repeat, windows=windows)
+                    resolution = TIME_RESOLUTION_S["us"]
+                stages.extend(_stage_records(out, stage_dir.name, repeat, windows, resolution))
         for number, (path, _kind) in enumerate(summaries, start=1):
             atomic_write_bytes(run_path / "imported" / f"summary-{number}.json", read_bytes(path))
         if len(summaries) == 1 and len(stages) == 1:
             stages[0]["summary_file"] = "imported/summary-1.json"
+            data = json.loads(read_bytes(summaries[0][0]))
+            measured = _summary_duration(data, stages[0]["requests"])
+            if measured is not None:
+                stages[0].update(measured_s=measured, duration_source="k6 summary",
+                                 time_resolution_s=None)
     except BaseException:
         shutil.rmtree(run_path, ignore_errors=True)
         raise
@@ -137,7 +182,15 @@ def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
     return run
 
 
-def _stage_records(parquet: Path, dir_name: str, repeat: int) -> list[dict[str, Any]]:
+def _resolution_words(seconds: float) -> str:
+    return {1.0: "1 s", 1e-3: "1 ms", 1e-6: "1 µs"}.get(seconds, f"{seconds:g} s")
+
+
+def _stage_records(parquet: Path, dir_name: str, repeat: int,
+                   windows: dict[str, tuple[float, float]],
+                   resolution_s: float) -> list[dict[str, Any]]:
+    """One record per stage found in a raw file, with its measured load window: as long as
+    its requests and iterations ran, as fine as the file's timestamps."""
     frame = pl.read_parquet(parquet, columns=["stage", "timestamp"])
     groups = (frame.group_by("stage", maintain_order=True)
               .agg(pl.len().alias("n"), pl.col("timestamp").min().alias("start"),
@@ -146,12 +199,17 @@ def _stage_records(parquet: Path, dir_name: str, repeat: int) -> list[dict[str, 
     for position, row in enumerate(groups.iter_rows(named=True), start=1):
         key = row["stage"]
         match = _KEY.match(key)
+        window = windows.get(key)
+        measured = max(window[1] - window[0], 0.0) if window else None
         records.append({
             "dir": dir_name, "key": key, "repeat": repeat,
             "index": int(match.group(1)) if match else position,
             "level": int(match.group(2)) if match else None,
             "model": ("vus" if match.group(3) == "vus" else "rate") if match else None,
             "duration_s": None, "warmup_s": 0.0, "status": "complete",
+            "measured_s": measured,
+            "duration_source": f"timestamps ({_resolution_words(resolution_s)})",
+            "time_resolution_s": resolution_s,
             "requests": int(row["n"]), "dropped_iterations": None,
             "requests_file": f"stages/{dir_name}/requests.parquet",
         })

@@ -1,8 +1,20 @@
 """Per-stage figures of a run, from requests.parquet (k6's summary.json is a cross-check).
 
-Outcomes: success is a 2xx answer; rate-limited is 429; every other answer, a timeout or a
-connection error (status 0) is an error. Latency is reported for successful requests (the
-figure a user waits for) and for all requests. Repeats are pooled from their samples."""
+Outcomes: rate-limited is a 429 answer; success is any other answer k6 itself counted as
+expected (its ``expected_response`` tag, i.e. the script's responseCallback: 2xx and 3xx by
+default, so each redirect hop counts), or a 2xx-3xx status where the data does not carry that
+tag; everything else -- other answers, timeouts, connection errors (status 0) -- is an error.
+``success_source`` says which definition a stage used. Latency is reported for successful
+requests (the figure a user waits for) and for all requests. Repeats are pooled from their
+samples.
+
+Durations (the divisor of every rate), ``duration_source`` per stage: a stage run by loadproof
+is divided by its planned duration unless its measured load window is shorter (an interrupted
+or aborted stage), which then counts, clipped to the plan; the window comes from the stage
+record's ``measured_s``, else k6's own test duration in its summary, else the record's
+``started_at``/``ended_at``, each less the warm-up. Imported stages carry the window measured
+at import (k6's summary of the same requests, else the requests' and iterations' timestamps,
+as fine as the file's time format)."""
 
 from __future__ import annotations
 
@@ -60,6 +72,11 @@ class StageMetrics:
     latency_all: Latency
     summary_p95_ms: float | None = None  # k6's own figure, for the cross-check
     summary_only: bool = False  # imported from a summary alone: no samples, no intervals
+    # which definition of success the figures use: "expected_response" (k6's tag, 429 apart),
+    # "status 2xx-3xx" (the tag was not recorded), or "k6 summary (http_req_failed)"
+    success_source: str = "status 2xx-3xx"
+    # where duration_s comes from: "planned", "measured (...)", "k6 summary", "timestamps (1 s)"
+    duration_source: str = "planned"
     # sorted samples, kept for the bootstrap; not serialized
     ok_sorted: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
     per_repeat: list[StageMetrics] = field(default_factory=list, repr=False)
@@ -82,8 +99,9 @@ def read_requests(run: Run) -> pl.DataFrame:
         raise RunStoreError(f"run {run.run_id} has no request data (no stage finished with "
                             f"requests.parquet) in {run.path}", path=run.path)
     try:
-        return pl.concat([pl.read_parquet(f, columns=["duration_ms", "status", "stage", "repeat",
-                                                      "timestamp"]) for f in files])
+        return pl.concat([pl.read_parquet(f, columns=["duration_ms", "status", "expected",
+                                                      "stage", "repeat", "timestamp"])
+                          for f in files])
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise RunStoreError(f"run {run.run_id}: cannot read request data ({exc})",
                             path=run.path) from exc
@@ -102,25 +120,107 @@ def _summary_p95(run: Run, records: list[dict[str, Any]]) -> float | None:
     return float(value) if value is not None else None
 
 
+SUCCESS_FROM_TAG = "expected_response"
+SUCCESS_FROM_STATUS = "status 2xx-3xx"
+# a measured window this close to the plan agrees with it (k6 starts and stops within it)
+_AGREES = 0.99
+
+
+def outcomes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    """(success mask, 429 mask, success_source) of request rows."""
+    status = frame["status"].to_numpy()
+    limited = status == 429
+    by_status = (status >= 200) & (status < 400)
+    expected = frame["expected"]
+    known = expected.is_not_null().to_numpy()
+    if known.all():
+        source = SUCCESS_FROM_TAG
+    elif not known.any():
+        source = SUCCESS_FROM_STATUS
+    else:
+        source = f"{SUCCESS_FROM_TAG} ({SUCCESS_FROM_STATUS} where the tag is missing)"
+    ok = np.where(known, expected.fill_null(False).to_numpy(), by_status) & ~limited
+    return ok, limited, source
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    import datetime as dt
+
+    try:
+        a = dt.datetime.fromisoformat(str(start))
+        b = dt.datetime.fromisoformat(str(end))
+    except (TypeError, ValueError):
+        return None
+    return (b - a).total_seconds()
+
+
+def _summary_run_duration(run: Run, record: dict[str, Any]) -> float | None:
+    """k6's own test duration from a stage's summary: state.testRunDurationMs (handleSummary)
+    or http_reqs count / rate (k6 divides by that same duration)."""
+    rel = record.get("summary_file")
+    if not rel:
+        return None
+    try:
+        summary = read_json(run.path / rel, what="k6 summary")
+    except RunStoreError:
+        return None
+    state_ms = (summary.get("state") or {}).get("testRunDurationMs")
+    if isinstance(state_ms, (int, float)) and state_ms > 0:
+        return float(state_ms) / 1000
+    reqs = summary_values(summary.get("metrics") or {}, "http_reqs") or {}
+    count, rate = reqs.get("count"), reqs.get("rate")
+    if count and rate:
+        return float(count) / float(rate)
+    return None
+
+
+def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | None, str]:
+    """One stage record's duration and where it came from (see the module docstring)."""
+    planned = record.get("duration_s")
+    warmup = float(record.get("warmup_s") or 0.0)
+    if planned is None:  # imported: the window measured at import, if any
+        measured = record.get("measured_s")
+        if measured is None:
+            return None, "timestamps"
+        return float(measured), str(record.get("duration_source") or "measured")
+    planned = float(planned)
+    measured, how = None, ""
+    if record.get("measured_s") is not None:
+        measured, how = float(record["measured_s"]), "measured (stage record)"
+    if measured is None and run is not None:
+        test = _summary_run_duration(run, record)
+        if test is not None:
+            measured, how = test - warmup, "measured (k6 summary)"
+    if measured is None:
+        wall = _seconds_between(record.get("started_at"), record.get("ended_at"))
+        if wall is not None:
+            measured, how = wall - warmup, "measured (stage start to end)"
+    if measured is None or measured >= _AGREES * planned:
+        return planned, "planned"
+    return min(max(measured, 0.0), planned), how
+
+
 def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
            run: Run) -> StageMetrics:
     durations = frame["duration_ms"].to_numpy()
-    status = frame["status"].to_numpy()
-    ok_mask = (status >= 200) & (status < 300)
-    limited = int((status == 429).sum())
+    ok_mask, limited_mask, success_source = outcomes(frame)
+    limited = int(limited_mask.sum())
     requests = len(frame)
     successes = int(ok_mask.sum())
     ok_sorted = np.sort(durations[ok_mask]).astype(np.float64)
     all_sorted = np.sort(durations).astype(np.float64)
-    configured = [r.get("duration_s") for r in records]
-    if records and all(d is not None for d in configured):
-        duration_s = float(sum(configured))  # type: ignore[arg-type]
-    elif requests:
+    parts = [stage_duration(r, run) for r in records]
+    sources = list(dict.fromkeys(source for _, source in parts))
+    if records and all(d is not None for d, _ in parts):
+        duration_s = float(sum(d for d, _ in parts if d is not None))
+        duration_source = " + ".join(sources)
+    elif requests:  # an imported stage stored before windows were measured
         ts = frame["timestamp"]
         span = (ts.max() - ts.min()).total_seconds()  # type: ignore[operator, union-attr]
         duration_s = float(span) if span and span > 0 else 0.0
+        duration_source = "timestamps (first to last response)"
     else:
-        duration_s = 0.0
+        duration_s, duration_source = 0.0, "none"
     dropped_values = [r.get("dropped_iterations") for r in records]
     dropped = (int(sum(d for d in dropped_values if d is not None))
                if any(d is not None for d in dropped_values) else None)
@@ -140,7 +240,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         error_share=(requests - successes - limited) / requests if requests else None,
         dropped_iterations=dropped,
         latency_ok=Latency.of(ok_sorted), latency_all=Latency.of(all_sorted),
-        summary_p95_ms=_summary_p95(run, records), ok_sorted=ok_sorted,
+        summary_p95_ms=_summary_p95(run, records), success_source=success_source,
+        duration_source=duration_source, ok_sorted=ok_sorted,
     )
 
 
@@ -198,7 +299,8 @@ def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
         latency_ok=latency(ok, int(ok.get("count") or successes)),
         latency_all=latency(every, requests),
         summary_p95_ms=float(every["p(95)"]) if every.get("p(95)") is not None else None,
-        summary_only=True)
+        summary_only=True, success_source="k6 summary (http_req_failed)",
+        duration_source="k6 summary")
 
 
 def stage_metrics(run: Run) -> list[StageMetrics]:

@@ -222,7 +222,7 @@ def stage_results(report: ReportData) -> Any:
     blocks = []
     for role, run, metrics in (("Before", c.baseline, c.baseline_metrics),
                                ("After", c.candidate, c.candidate_metrics)):
-        lines = "\n".join(summary.stage_line(m) for m in metrics)
+        lines = "\n".join(summary.stage_line(m, c.capacity.slo.min_successes) for m in metrics)
         blocks.append(f"<b>{role} ({html.escape(run.label)})</b>"
                       f'<pre class="stages">{html.escape(lines)}</pre>')
     return _wrap("".join(blocks) + _table(summary.stage_frame(c)))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import stats
 from .achievements import fmt_ratio, regression_texts
-from .compare import Comparison, MetricComparison
+from .compare import DEFAULT_MIN_SUCCESSES, Comparison, MetricComparison
 from .metrics import StageMetrics
 from .store import Run
 
@@ -79,8 +79,8 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
     unit = " users" if cap.model == "vus" else " req/s"
     rows.append({
         "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
-        "Before": cap.baseline.shown(unit) if cap.baseline.level else "none met the SLO",
-        "After": cap.candidate.shown(unit) if cap.candidate.level else "none met the SLO",
+        "Before": _capacity_cell(cap.baseline.shown(unit), comparison.baseline_metrics),
+        "After": _capacity_cell(cap.candidate.shown(unit), comparison.candidate_metrics),
         "Improvement": (f"{fmt_ratio(cap.ratio, cap.ratio_bound)} ({cap.range_text()}) "
                         f"{cap.verdict}") if cap.ratio is not None
         else f"no ratio: {cap.reason}",
@@ -88,15 +88,32 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
     return rows
 
 
+def _capacity_cell(shown: str, metrics: list[StageMetrics]) -> str:
+    """An arm's capacity; stages without a load level (imported) have none to meet."""
+    if shown != "none":
+        return shown
+    if not any(m.level is not None for m in metrics):
+        return "no load level (imported stages)"
+    return "none met the SLO"
+
+
 def dashboard_frame(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(dashboard_rows(comparison))
 
 
-def stage_line(m: StageMetrics) -> str:
+def _ok_ms(m: StageMetrics, value: float | None, min_successes: int) -> str:
+    """A latency of successful requests, or "—" when too few succeeded to give one (the
+    comparison's own rule)."""
+    return _ms(value) if m.successes >= min_successes else "—"
+
+
+def stage_line(m: StageMetrics, min_successes: int = DEFAULT_MIN_SUCCESSES) -> str:
     unit = "users" if m.model == "vus" else "req/s"
     level = f"{m.level} {unit}" if m.level is not None else m.key
+    p95 = (f"p95 {_ms(m.latency_ok.p95_ms)}" if m.successes >= min_successes else
+           f"no p95 ({m.successes} successful requests, fewer than {min_successes})")
     parts = [f"Stage {m.index} ({level}): {_pct(m.success_rate)} success",
-             f"p95 {_ms(m.latency_ok.p95_ms)}", f"{_rps(m.goodput_rps)} goodput",
+             p95, f"{_rps(m.goodput_rps)} goodput",
              f"{m.requests:,} requests"]
     if m.rate_limited:
         parts.append(f"{m.rate_limited_share:.1%} rate-limited (429)")
@@ -111,6 +128,7 @@ def stage_line(m: StageMetrics) -> str:
 
 def stage_frame(comparison: Comparison) -> pd.DataFrame:
     rows = []
+    least = comparison.capacity.slo.min_successes
     for role, run, metrics in (("baseline", comparison.baseline, comparison.baseline_metrics),
                                ("candidate", comparison.candidate,
                                 comparison.candidate_metrics)):
@@ -118,8 +136,10 @@ def stage_frame(comparison: Comparison) -> pd.DataFrame:
             rows.append({"arm": f"{role}: {run.label}", "stage": m.key, "level": m.level,
                          "requests": m.requests, "success": _share(m.successes, m.requests),
                          "429": _pct(m.rate_limited_share), "errors": _pct(m.error_share),
-                         "goodput": _rps(m.goodput_rps), "p50": _ms(m.latency_ok.p50_ms),
-                         "p95": _ms(m.latency_ok.p95_ms), "p99": _ms(m.latency_ok.p99_ms),
+                         "goodput": _rps(m.goodput_rps),
+                         "p50": _ok_ms(m, m.latency_ok.p50_ms, least),
+                         "p95": _ok_ms(m, m.latency_ok.p95_ms, least),
+                         "p99": _ok_ms(m, m.latency_ok.p99_ms, least),
                          "p95 (all)": _ms(m.latency_all.p95_ms),
                          "dropped": m.dropped_iterations if m.dropped_iterations is not None
                          else "—"})
@@ -171,26 +191,28 @@ def talking_points(comparison: Comparison) -> list[str]:
     if head is not None:
         p95 = head.metrics["latency_p95_ms"]
         success = head.metrics["success_rate"]
+        # an imported stage has no load level: name the stage instead
+        at = f"{head.level} {unit}" if head.level is not None else f"stage {head.key}"
         if p95.claim == "improved" and p95.ci95:
-            points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
+            points.append(f"At {at}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}: {fmt_ratio(p95.ratio)} faster (95% interval "
                           f"{p95.ci95[0]:.2f}–{p95.ci95[1]:.2f}x), with the success rate at "
                           f"{_pct(success.candidate)} (was {_pct(success.baseline)}).")
         elif p95.claim == "trade-off":
-            points.append(f"At {head.level} {unit}, p95 latency fell from {_ms(p95.baseline)} to "
+            points.append(f"At {at}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}, but the success rate fell from "
                           f"{_pct(success.baseline)} to {_pct(success.candidate)}: I present it "
                           "as a trade-off (load shedding), not a speed-up.")
         elif p95.claim == "regressed":
-            points.append(f"Measured honestly, p95 latency at {head.level} {unit} got worse "
+            points.append(f"Measured honestly, p95 latency at {at} got worse "
                           f"({_ms(p95.baseline)} → {_ms(p95.candidate)}); the gain is elsewhere "
                           "or not there.")
         elif p95.claim == "not replicated":
-            points.append(f"At {head.level} {unit}, p95 latency measured {_ms(p95.baseline)} "
+            points.append(f"At {at}, p95 latency measured {_ms(p95.baseline)} "
                           f"before and {_ms(p95.candidate)} after, in too few repeats to call "
                           "it a change.")
         else:
-            points.append(f"At {head.level} {unit}, p95 latency showed no significant change "
+            points.append(f"At {at}, p95 latency showed no significant change "
                           f"({_ms(p95.baseline)} → {_ms(p95.candidate)}).")
     for text in regression_texts(comparison):
         points.append(f"Not everything improved: {text}.")
@@ -277,7 +299,7 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     for role, run, metrics in (("Before", base, comparison.baseline_metrics),
                                ("After", cand, comparison.candidate_metrics)):
         out += [f"**{role} ({run.label})**", "", "```"]
-        out += [stage_line(m) for m in metrics]
+        out += [stage_line(m, comparison.capacity.slo.min_successes) for m in metrics]
         total = sum(m.requests for m in metrics)
         limited = sum(m.rate_limited for m in metrics)
         out += [f"Total requests: {total:,}",
