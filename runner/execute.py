@@ -470,7 +470,8 @@ class RunSession:
         run.save()
         code = outcome.code
         summary = (f"{title}: {record['status']}, {record.get('requests', 0)} requests"
-                   + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else ""))
+                   + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else "")
+                   + _crossed_note(record))
         self.progress.line(summary)
         if outcome.interrupted:
             raise KeyboardInterrupt
@@ -530,6 +531,8 @@ class RunSession:
         for stage, record in zip(stages, records, strict=True):
             self.progress.line(f"{title} {stage.label}: {record['status']}, "
                                f"{record.get('requests', 0)} requests")
+        self.progress.line(f"{title}: k6 exit {outcome.code} "
+                           f"({records[0]['k6_exit_meaning']}){_crossed_note(records[0])}")
         if outcome.interrupted:
             raise KeyboardInterrupt
 
@@ -600,6 +603,7 @@ class RunSession:
         for record in records:
             record["summary_file"] = f"stages/{stage_dir.name}/summary.json"
             record["threshold_results"] = results
+            record["threshold_scope"] = "test" if self.script_driven else "stage"
         return summary
 
     def _save_stage_files(self, record: dict[str, Any], stage_dir: Path, raw_csv: Path,
@@ -774,6 +778,12 @@ class RunSession:
         self.run.manifest["status_reason"] = reason
         self.run.manifest["ended_at"] = iso(utcnow())
         self.run.save()
+
+
+def _crossed_note(record: dict[str, Any]) -> str:
+    crossed = [f"{t['metric']} {t['threshold']}" for t in record.get("threshold_results") or []
+               if t["ok"] is False]
+    return f"; thresholds crossed: {', '.join(crossed)}" if crossed else ""
 
 
 def _read(path: Path) -> str:

@@ -111,3 +111,35 @@ def vus_observed(csv_path: Path, start: dt.datetime | None,
         frame = frame.filter(pl.col("t") <= end)
     value = frame.select(pl.col("v").max()).collect().item()
     return int(value) if value is not None else None
+
+
+def threshold_lines(stage_records: list[dict[str, Any]]) -> list[str]:
+    """One line per stage and threshold of a run's stage records: whether it held (in how
+    many repeats), and whether k6 aborted the stage on it. Empty when the script had none."""
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    aborted: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    for record in stage_records:
+        # a script-driven run's thresholds are the whole test's, shared by its stages
+        whole_test = record.get("threshold_scope") == "test"
+        key = "whole test" if whole_test else record["key"]
+        if (key, record.get("dir", "")) in seen:
+            continue
+        seen.add((key, record.get("dir", "")))
+        for item in record.get("threshold_results") or []:
+            results.setdefault((key, item["metric"], item["threshold"]), []).append(item)
+        if record.get("status") == "aborted":
+            aborted.setdefault(key, []).extend(record.get("aborted_on") or [])
+    lines = []
+    for (key, metric, threshold), items in results.items():
+        held = sum(1 for i in items if i["ok"] is True)
+        verdict = ("held" if held == len(items) else "crossed" if held == 0
+                   else f"held in {held} of {len(items)} repeats")
+        if len(items) > 1 and held in (0, len(items)):
+            verdict += f" (all {len(items)} repeats)"
+        line = f"{key}: {metric} {threshold}: {verdict}"
+        if items[0].get("abort_on_fail"):
+            line += (" — k6 aborted the stage on it (abortOnFail)"
+                     if metric in aborted.get(key, []) else " (abortOnFail)")
+        lines.append(line)
+    return lines

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .compare import Comparison, MetricComparison
+from .outcome import threshold_lines
 
 
 def _num(value: float | None, unit: str) -> str:
@@ -48,6 +49,10 @@ def comparison_table(comparison: Comparison) -> str:
     for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
         if capacity.knee_level is not None:
             lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")
+    for arm, run in (("baseline", base), ("candidate", cand)):
+        checks = threshold_lines(run.stages)
+        if checks:
+            lines += ["", f"k6 thresholds ({arm}):"] + [f"  - {c}" for c in checks]
     notes = list(comparison.warnings) + list(comparison.guards)
     for stage in comparison.stages:
         notes += [f"{stage.key}: {g}" for g in stage.guards]

@@ -11,6 +11,7 @@ from . import stats
 from .achievements import fmt_ratio, regression_texts
 from .compare import Comparison, MetricComparison
 from .metrics import StageMetrics
+from .outcome import threshold_lines
 from .store import Run
 
 METHOD_TEXT = (
@@ -282,6 +283,10 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
         limited = sum(m.rate_limited for m in metrics)
         out += [f"Total requests: {total:,}",
                 f"Rate limited:   {limited / total:.1%}" if total else "", "```", ""]
+    checks = [(run.label, threshold_lines(run.stages)) for run in (base, cand)]
+    if any(lines for _, lines in checks):
+        out += ["## k6 thresholds", ""]
+        out += [f"- *{label}* {line}" for label, lines in checks for line in lines] + [""]
     notes = caveats(comparison)
     out += ["## Caveats", ""] + ([f"- {n}" for n in notes] or ["- none raised"]) + [""]
     points = talking_points(comparison)

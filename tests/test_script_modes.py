@@ -9,6 +9,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from loadproof.execute import run_stages
 from loadproof.metrics import stage_metrics
 from loadproof.plan import make_plan
 from loadproof.progress import Progress
+from loadproof.render import comparison_table
 from loadproof.store import Run, load_run
+from loadproof.summary import render_markdown
 
 from .helpers import tiny_server
 
@@ -239,6 +243,14 @@ export default function () { http.get(__ENV.LP_TARGET + '/fails'); }
     assert stage["measured_s"] < 6.0
     assert abs(stage["measured_s"] - k6_elapsed) < 0.5
     assert abs(stage["requests"] / stage["measured_s"] - 10.0) < 2.0
+    # compare's table and the Markdown summary show every threshold and the abort
+    comparison = compare_runs(stored, stored)
+    shown = "http_req_failed rate<0.01: crossed — k6 aborted the stage on it (abortOnFail)"
+    table = comparison_table(comparison)
+    assert f"k6 thresholds (baseline):\n  - s1-10rps: {shown}" in table
+    assert "s1-10rps: http_req_duration p(95)<2000: held" in table
+    markdown = render_markdown(comparison, {}, "abort")
+    assert f"## k6 thresholds\n\n- *abort* s1-10rps: {shown}" in markdown
 
 
 def test_requests_sent_elsewhere_than_the_target_are_warned_about(tmp_path: Path,
@@ -304,3 +316,20 @@ def test_k6_is_stopped_when_the_polling_loop_fails(tmp_path: Path, runs_dir: Pat
     (path,) = runs_dir.iterdir()
     run = load_run(path)
     assert run.status == "failed" and run.stages[0]["status"] == "failed"
+
+
+def test_cli_chooses_the_mode_and_names_the_conflict(tmp_path: Path, runs_dir: Path,
+                                                     server: str) -> None:
+    script = write(tmp_path, "steps.js", STAGES_JS)
+    base = [sys.executable, "-m", "loadproof.cli", "run", "--target", server, "--label", "cli",
+            "--script", str(script), "--out", str(runs_dir)]
+    refused = subprocess.run(base + ["--stages", "5"], capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2
+    assert "options.stages (3 steps)" in refused.stderr and "Traceback" not in refused.stderr
+    ran = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    run = load_run(ran.stdout.strip().splitlines()[-1])
+    assert run.manifest["plan"]["model"] == "script"
+    assert [s["key"] for s in run.stages] == ["s1-2vus", "s2-2vus", "s3-4vus"]
+    assert "the script drives the load" in ran.stderr
