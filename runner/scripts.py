@@ -159,6 +159,10 @@ def driven_wrapper(user_script: Path, *, scenarios: dict[str, dict[str, Any]],
                   "  for (const name of Object.keys(own.scenarios)) "
                   "{ own.scenarios[name].exec = execName; }\n"
                   f"  own.tags = Object.assign({{}}, own.tags || {{}}, {json.dumps(tags)});\n"
+                  # the warm-up is told apart by its scenario: keep that tag if the script
+                  # narrows k6's system tags
+                  "  if (Array.isArray(own.systemTags) && !own.systemTags.includes('scenario')) "
+                  "{ own.systemTags = own.systemTags.concat(['scenario']); }\n"
                   f"  own.thresholds = Object.assign({json.dumps(thresholds)}, "
                   "own.thresholds || {});\n"
                   "  return own;\n"
