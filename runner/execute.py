@@ -722,8 +722,10 @@ class RunSession:
             record["measured_s"] = round(measured, 6) if measured is not None else None
             record["measured_from"] = source
             if stage.source and "step" in stage.source and parquet.is_file():
-                end = load_start + dt.timedelta(seconds=stage.duration_s) \
-                    if load_start is not None else None
+                # k6 samples its vus metric about once a second; the last step's window
+                # runs on through the graceful ramp-down
+                end = (load_start + dt.timedelta(seconds=stage.duration_s)
+                       if load_start is not None and stage is not stages[-1] else None)
                 record["vus_observed_max"] = _vus_in(stage_dir, load_start, end)
 
     def _warn_hosts(self, record: dict[str, Any]) -> None:

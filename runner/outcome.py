@@ -131,7 +131,9 @@ def threshold_lines(stage_records: list[dict[str, Any]]) -> list[str]:
         if record.get("status") == "aborted":
             aborted.setdefault(key, []).extend(record.get("aborted_on") or [])
     lines = []
-    for (key, metric, threshold), items in results.items():
+    order = {key: i for i, key in enumerate(dict.fromkeys(k for k, _, _ in results))}
+    for (key, metric, threshold), items in sorted(results.items(),
+                                                  key=lambda kv: (order[kv[0][0]], kv[0][1:])):
         held = sum(1 for i in items if i["ok"] is True)
         verdict = ("held" if held == len(items) else "crossed" if held == 0
                    else f"held in {held} of {len(items)} repeats")

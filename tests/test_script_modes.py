@@ -73,9 +73,8 @@ import { sleep } from 'k6';
 
 export const options = {
   stages: [
-    { duration: '1s', target: 2 },
-    { duration: '1s', target: 2 },
-    { duration: '1s', target: 4 },
+    { duration: '2s', target: 2 },
+    { duration: '2s', target: 4 },
   ],
 };
 
@@ -136,15 +135,15 @@ def test_two_script_driven_runs_compare_stage_by_stage(tmp_path: Path, runs_dir:
                        out_dir=runs_dir, progress=QUIET, plan_mode="script",
                        stages_given=False) for label in ("a", "b")]
     first = load_run(runs[0].path)
-    assert [s["key"] for s in first.stages] == ["s1-2vus", "s2-2vus", "s3-4vus"]
+    assert [s["key"] for s in first.stages] == ["s1-2vus", "s2-4vus"]
     k6 = summary(first, first.stages[0])
     assert sum(s["requests"] for s in first.stages) == k6["http_reqs"]["count"]
     assert all(s["requests"] > 0 for s in first.stages)
-    # the levels reached, from k6's vus samples within each step (a ramp to 4 reaches >2)
-    assert first.stages[1]["vus_observed_max"] == 2
-    assert first.stages[2]["vus_observed_max"] >= 3
+    # the levels reached, from k6's vus samples (about one a second) within each step
+    assert first.stages[0]["vus_observed_max"] in (1, 2)
+    assert first.stages[1]["vus_observed_max"] >= 3
     comparison = compare_runs(first, load_run(runs[1].path))
-    assert [s.key for s in comparison.stages] == ["s1-2vus", "s2-2vus", "s3-4vus"]
+    assert [s.key for s in comparison.stages] == ["s1-2vus", "s2-4vus"]
     assert not any("plans differ" in g for g in comparison.guards)
 
 
@@ -152,7 +151,7 @@ def test_a_script_with_its_own_shape_is_refused_when_loadproof_drives(tmp_path: 
                                                                       runs_dir: Path,
                                                                       server: str) -> None:
     script = write(tmp_path, "steps.js", STAGES_JS)
-    with pytest.raises(UsageError, match=r"options\.stages \(3 steps\).*--plan script.*"
+    with pytest.raises(UsageError, match=r"options\.stages \(2 steps\).*--plan script.*"
                                          r"--override-script-options"):
         run_stages(make_plan("5"), label="x", target=server, script=str(script),
                    out_dir=runs_dir, progress=QUIET)
@@ -247,10 +246,11 @@ export default function () { http.get(__ENV.LP_TARGET + '/fails'); }
     comparison = compare_runs(stored, stored)
     shown = "http_req_failed rate<0.01: crossed — k6 aborted the stage on it (abortOnFail)"
     table = comparison_table(comparison)
-    assert f"k6 thresholds (baseline):\n  - s1-10rps: {shown}" in table
-    assert "s1-10rps: http_req_duration p(95)<2000: held" in table
+    assert "k6 thresholds (baseline):\n  - s1-10rps: http_req_duration p(95)<2000: held\n" \
+        f"  - s1-10rps: {shown}\n" in table
     markdown = render_markdown(comparison, {}, "abort")
-    assert f"## k6 thresholds\n\n- *abort* s1-10rps: {shown}" in markdown
+    assert "## k6 thresholds\n\n- *abort* s1-10rps: http_req_duration p(95)<2000: held\n" \
+        f"- *abort* s1-10rps: {shown}\n" in markdown
 
 
 def test_requests_sent_elsewhere_than_the_target_are_warned_about(tmp_path: Path,
@@ -326,10 +326,10 @@ def test_cli_chooses_the_mode_and_names_the_conflict(tmp_path: Path, runs_dir: P
     refused = subprocess.run(base + ["--stages", "5"], capture_output=True, text=True,
                              timeout=60)
     assert refused.returncode == 2
-    assert "options.stages (3 steps)" in refused.stderr and "Traceback" not in refused.stderr
+    assert "options.stages (2 steps)" in refused.stderr and "Traceback" not in refused.stderr
     ran = subprocess.run(base, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     run = load_run(ran.stdout.strip().splitlines()[-1])
     assert run.manifest["plan"]["model"] == "script"
-    assert [s["key"] for s in run.stages] == ["s1-2vus", "s2-2vus", "s3-4vus"]
+    assert [s["key"] for s in run.stages] == ["s1-2vus", "s2-4vus"]
     assert "the script drives the load" in ran.stderr
