@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -721,11 +722,15 @@ class RunSession:
                 measured, source = None, "no requests"
             record["measured_s"] = round(measured, 6) if measured is not None else None
             record["measured_from"] = source
-            if stage.source and "step" in stage.source and parquet.is_file():
-                # k6 samples its vus metric about once a second; the last step's window
-                # runs on through the graceful ramp-down
-                end = (load_start + dt.timedelta(seconds=stage.duration_s)
-                       if load_start is not None and stage is not stages[-1] else None)
+            if self.script_driven and parquet.is_file():
+                # the level reached: the most VUs k6's vus metric (sampled about once a
+                # second, across all scenarios) showed in the stage's window; the last
+                # step's window runs on through the graceful ramp-down
+                if stage.source and "step" in stage.source and stage is not stages[-1]:
+                    end = (load_start + dt.timedelta(seconds=stage.duration_s)
+                           if load_start is not None else None)
+                else:
+                    end = last if stage.source and "scenario" in stage.source else None
                 record["vus_observed_max"] = _vus_in(stage_dir, load_start, end)
 
     def _warn_hosts(self, record: dict[str, Any]) -> None:
@@ -735,7 +740,7 @@ class RunSession:
         expected = host_port(self.target)
         if not hosts or expected is None:
             return
-        elsewhere = {h: n for h, n in hosts.items() if h != expected}
+        elsewhere = {h: n for h, n in hosts.items() if not _same_endpoint(h, expected)}
         if not elsewhere:
             return
         shown = ", ".join(f"{h} ({n} requests)" for h, n in elsewhere.items())
@@ -780,6 +785,25 @@ class RunSession:
         self.run.manifest["status_reason"] = reason
         self.run.manifest["ended_at"] = iso(utcnow())
         self.run.save()
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    """'host:port' pairs naming the same endpoint: the same port and host, or host names that
+    resolve to a common address (localhost and 127.0.0.1)."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b:
+        return False
+    if host_a == host_b:
+        return True
+
+    def addresses(host: str) -> set[str]:
+        try:
+            return {str(info[4][0]) for info in socket.getaddrinfo(host.strip("[]"), None)}
+        except (OSError, UnicodeError):
+            return set()
+
+    return bool(addresses(host_a) & addresses(host_b))
 
 
 def _crossed_note(record: dict[str, Any]) -> str:

@@ -54,6 +54,8 @@ def comparison_table(comparison: Comparison) -> str:
         if checks:
             lines += ["", f"k6 thresholds ({arm}):"] + [f"  - {c}" for c in checks]
     notes = list(comparison.warnings) + list(comparison.guards)
+    notes += [f"{run.label}: {w}" for run in (base, cand)
+              for w in run.manifest.get("warnings") or []]
     for stage in comparison.stages:
         notes += [f"{stage.key}: {g}" for g in stage.guards]
     if notes:

@@ -287,7 +287,8 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     if any(lines for _, lines in checks):
         out += ["## k6 thresholds", ""]
         out += [f"- *{label}* {line}" for label, lines in checks for line in lines] + [""]
-    notes = caveats(comparison)
+    notes = caveats(comparison) + [f"{run.label}: {w}" for run in (base, cand)
+                                   for w in run.manifest.get("warnings") or []]
     out += ["## Caveats", ""] + ([f"- {n}" for n in notes] or ["- none raised"]) + [""]
     points = talking_points(comparison)
     out += ["## Interview talking points", ""]

@@ -126,6 +126,7 @@ def test_script_drives_the_load_one_stage_per_scenario(tmp_path: Path, runs_dir:
     # the measured window: buy starts 2 s into the test and ran its full 2 s
     assert buy["measured_s"] == 2.0 and buy["load_started_at"] > browse["load_started_at"]
     assert buy["first_request_at"] >= buy["load_started_at"]
+    assert browse["vus_observed_max"] == 2  # k6's vus samples while browse ran alone
 
 
 def test_two_script_driven_runs_compare_stage_by_stage(tmp_path: Path, runs_dir: Path,
@@ -272,6 +273,7 @@ export default function () {{ http.get('{elsewhere}/'); sleep(0.2); }}
     (warning,) = stored.manifest["warnings"]
     assert other in warning and target in warning
     assert f"warning: {warning}" in stream.getvalue()
+    assert f"elsewhere: {warning}" in comparison_table(compare_runs(stored, stored))
 
 
 def _k6_processes_under(path: Path) -> list[int]:
