@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .compare import Comparison, Slo
 
 
+DEFAULT_STAGES = "10,50,100,150"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from loadproof.orchestrator.__main__ import run_serve
 
@@ -33,8 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .execute import run_stages
     from .plan import make_plan
 
-    plan = make_plan(args.stages, model=args.model, stage_duration=args.stage_duration,
-                     warmup=args.warmup, repeat=args.repeat)
+    plan = make_plan(args.stages or DEFAULT_STAGES, model=args.model,
+                     stage_duration=args.stage_duration, warmup=args.warmup, repeat=args.repeat)
     overrides = {}
     if args.set:
         if args.profile is None:
@@ -49,7 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from exc
     run = run_stages(plan, label=args.label, target=args.target, profile=args.profile,
                      script=args.script, out_dir=args.out, keep_raw=args.keep_raw,
-                     service_overrides=overrides)
+                     service_overrides=overrides, plan_mode=args.plan,
+                     stages_given=args.stages is not None,
+                     override_script_options=args.override_script_options)
     print(run.path)
     return 0 if run.status == "complete" else 1
 
@@ -203,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--profile", help="start the reference service: baseline, optimized "
                                          "or a profile .toml")
     run.add_argument("--label", required=True, help="the arm's name, e.g. baseline")
-    run.add_argument("--stages", default="10,50,100,150",
-                     help="comma-separated load levels (default 10,50,100,150)")
+    run.add_argument("--stages", default=None,
+                     help=f"comma-separated load levels (default {DEFAULT_STAGES})")
     run.add_argument("--model", default="vus", choices=["vus", "rate"],
                      help="vus: closed model (virtual users); rate: open model (requests/s)")
     run.add_argument("--stage-duration", default="30s", help="measured time per stage")
@@ -213,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quick, journey, submit, or a path to your k6 script")
     run.add_argument("--repeat", type=int, default=1, help="run the whole plan N times")
     run.add_argument("--out", default="data/runs", help="run store folder")
+    run.add_argument("--plan", default="auto", choices=["auto", "stages", "script"],
+                     help="who drives the load: stages (loadproof's --stages), script (your "
+                          "script as written, one stage per scenario or options.stages step), "
+                          "auto (script when your script shapes its own load and no --stages "
+                          "is given)")
+    run.add_argument("--override-script-options", action="store_true",
+                     help="let loadproof's stages replace your script's own stages, scenarios, "
+                          "vus, duration or iterations (refused otherwise)")
     run.add_argument("--keep-raw", action="store_true", help="keep k6's raw CSV per stage")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one setting of the reference service's profile "

@@ -1,10 +1,22 @@
 """Running a stage plan: preflight, the reference service when asked, k6 per stage, and the
-stage's files saved as soon as it ends (a crash later never loses a finished stage)."""
+stage's files saved as soon as it ends (a crash later never loses a finished stage).
+
+Two load modes. Loadproof drives the load (its stages and executors; a user script's own
+load-shaping options are refused unless overridden, and the script runs through a generated
+wrapper so that the planned VUs or arrival rate, with the warm-up as a scenario of its own, is
+what k6 sends). Or the script drives the load (``--plan script``, the default for a script
+with its own shape and no ``--stages``): k6 runs it as written, once per repeat, and each of
+its scenarios (or each ``options.stages`` step) is stored as a stage."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -14,14 +26,33 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import polars as pl
 
 from . import conditions
+from .conditions import CpuWatch
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
-from .ingest import count_dropped_iterations, csv_to_parquet, summary_values
+from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically, summary_values
 from .k6bin import GO_GC_KEYS, find_k6, k6_gc_defaults, k6_version
-from .plan import Stage, StagePlan, format_duration
+from .outcome import (
+    aborted_on,
+    host_port,
+    hosts_hit,
+    scenarios_started_at,
+    threshold_results,
+    vus_observed,
+)
+from .plan import SCRIPT_MODEL, Stage, StagePlan, format_duration, parse_duration, script_plan
 from .progress import CsvTail, Progress
-from .scripts import is_shipped, lib_sha256, resolve_script, sha256_file
+from .scripts import (
+    ScriptOptions,
+    driven_wrapper,
+    inspect_script,
+    is_shipped,
+    lib_sha256,
+    resolve_script,
+    script_wrapper,
+    sha256_file,
+)
 from .store import (
     DEFAULT_RUNS_DIR,
     FORMAT_VERSION,
@@ -50,6 +81,13 @@ K6_EXIT_CODES = {
     110: "k6 could not open a network connection to an output",
 }
 PREFLIGHT_TIMEOUT_S = 5.0
+STOP_GRACE_S = 30.0  # k6's time to stop gracefully (and write its summary) after SIGINT
+PLAN_MODES = ("auto", "stages", "script")
+# sub-metrics of the measured scenario, so k6's summary carries them apart from the warm-up
+MAIN_THRESHOLDS: dict[str, list[Any]] = {
+    "http_req_duration{scenario:main}": [], "http_req_failed{scenario:main}": [],
+    "http_reqs{scenario:main}": [], "dropped_iterations{scenario:main}": [],
+}
 
 
 class Interrupted(LoadproofError):
@@ -80,6 +118,27 @@ def preflight(target: str) -> None:
                           "no load was sent", url=target) from None
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # k6 leads a session (and process group) of its own
+
+
+def stop_k6(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop k6 on any exit path: SIGINT to its process group (k6 stops gracefully and writes
+    its summary), a bounded wait, then SIGKILL to the group; always reaped. A second Ctrl-C
+    during the wait goes straight to SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        _signal_group(proc, signal.SIGINT)
+        proc.wait(grace_s)
+    except BaseException as exc:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
+
+
 def stage_env(stage: Stage, repeat: int, target: str, summary_path: Path) -> dict[str, str]:
     return {
         "LP_TARGET": target,
@@ -96,9 +155,22 @@ def stage_env(stage: Stage, repeat: int, target: str, summary_path: Path) -> dic
 
 
 @dataclass
+class K6Outcome:
+    code: int
+    interrupted: bool  # Ctrl-C
+    timed_out: bool  # ran past its bound and was stopped
+    conditions: dict[str, Any]  # CPU of k6, the target and the rest while k6 ran
+    watch: CpuWatch | None = None  # its once-a-second resource timeline
+
+
+@dataclass
 class RunSession:
     """One run being written. ``open`` it, run repeats (the pipeline interleaves arms this
-    way), then ``close``; ``run_stages`` does all three."""
+    way), then ``close``; ``run_stages`` does all three.
+
+    ``plan_mode``: "stages" (loadproof drives the load), "script" (the script does) or
+    "auto" (the script does when it shapes its own load and ``stages_given`` is false).
+    ``override_script_options`` lets loadproof's stages replace a script's own shape."""
 
     plan: StagePlan
     label: str
@@ -110,21 +182,28 @@ class RunSession:
     progress: Progress = field(default_factory=Progress)
     service_overrides: dict[str, Any] = field(default_factory=dict)
     keep_raw: bool = False
+    plan_mode: str = "auto"
+    stages_given: bool = True
+    override_script_options: bool = False
     run: Run | None = None
     _service: Any = None
     # the target's processes (service and database) when loadproof started it; None: unknown
     _target_pids: list[int] | None = None
+    _script_options: ScriptOptions | None = None
 
     def open(self) -> Run:
         if (self.target is None) == (self.profile is None):
             raise UsageError("give exactly one of --target URL or --profile NAME")
+        if self.plan_mode not in PLAN_MODES:
+            raise UsageError(f"--plan {self.plan_mode!r}: use stages (loadproof drives the "
+                             "load), script (the script does) or auto")
         script_path = resolve_script(self.script)
-        if not is_shipped(script_path) and self.plan.model == "rate":
-            self.progress.line("note: with --model rate, your script must build its scenario "
-                               "from LP_MODEL/LP_LEVEL/LP_DURATION (see runner/k6/lib)")
         k6 = find_k6()
         version = k6_version(k6)
         self._k6_env = {**k6_gc_defaults(), **os.environ, **self.env}
+        self._k6 = k6
+        self._script_path = script_path
+        self._choose_mode()
         profile_info = None
         if self.profile is not None:
             from loadproof.orchestrator.settings import ProfileError, load_settings
@@ -148,22 +227,92 @@ class RunSession:
             "target": self.target,
             "profile": profile_info,
             "plan": self.plan.to_dict(),
+            "load_mode": "script" if self.script_driven else "loadproof",
             "script": {"path": str(script_path), "name": script_path.stem,
                        "sha256": sha256_file(script_path), "shipped": is_shipped(script_path),
-                       "lib_sha256": lib_sha256() if is_shipped(script_path) else None},
+                       "lib_sha256": lib_sha256() if is_shipped(script_path) else None,
+                       "overridden_options": (self._script_options.shape_options()
+                                              if self._script_options is not None
+                                              and not self.script_driven else [])},
             "k6": {"binary": str(k6), "version": version,
                    "go_env": {key: self._k6_env[key] for key in GO_GC_KEYS}},
             "commit_info": git_commit(),
             "machine_info": machine_info(),
             "started_at": iso(utcnow()),
             "ended_at": None,
+            "warnings": [],
             "stages": [],
         }
         self.run = Run(path, manifest)
         self.run.save()
-        self._k6 = k6
-        self._script_path = script_path
         return self.run
+
+    @property
+    def script_driven(self) -> bool:
+        return self.plan.model == SCRIPT_MODEL
+
+    def _choose_mode(self) -> None:
+        """Decide who drives the load; refuse, before any load, a script whose own shape
+        would fight loadproof's stages."""
+        shipped = is_shipped(self._script_path)
+        if shipped:
+            if self.plan_mode == "script":
+                raise UsageError(f"--plan script: the shipped script {self._script_path.stem!r} "
+                                 "takes loadproof's stages; give your own script with --script")
+            return
+        env = {**self._k6_env, **stage_env(self.plan.stages[0], 1,
+                                            self.target or "http://127.0.0.1",
+                                            Path(os.devnull))}
+        options = inspect_script(self._k6, self._script_path, env)
+        self._script_options = options
+        shape = options.shape_options() if options is not None else []
+        name = self._script_path.name
+        if self.plan_mode == "script" or (self.plan_mode == "auto" and shape
+                                           and not self.stages_given):
+            if options is None:
+                raise UsageError(f"--plan script: k6 cannot evaluate {name}'s options "
+                                 f"(run 'k6 inspect {self._script_path}' to see why)")
+            if self.stages_given and self.plan_mode == "script":
+                raise UsageError(f"--stages and --plan script conflict: with --plan script "
+                                 f"{name} shapes its own load; drop --stages")
+            if self.plan.warmup_s:
+                raise UsageError(f"--warmup and a script-driven run conflict: {name} shapes "
+                                 "its own load, so a warm-up belongs in the script (a scenario "
+                                 "of its own); drop --warmup or use --plan stages")
+            if self.override_script_options:
+                raise UsageError("--override-script-options and --plan script conflict: the "
+                                 "first replaces the script's shape, the second keeps it")
+            self.plan = script_plan(options.options, repeat=self.plan.repeat)
+            return
+        if shape and not self.override_script_options:
+            raise UsageError(
+                f"--script {name} shapes its own load ({'; '.join(shape)}) and loadproof's "
+                f"--stages would replace it: run it as written with --plan script, or let "
+                f"loadproof's stages replace it with --override-script-options")
+        if options is not None:
+            # k6 evaluates the wrapper now, so a script loadproof cannot drive is refused
+            # before any load (and not as k6 exit 104/107 with the cause only in k6.log)
+            stage = self.plan.stages[0]
+            problem = self._check_wrapper(driven_wrapper(
+                self._script_path, scenarios=stage.k6_scenarios(),
+                tags={"stage": stage.key, "repeat": "1"}, thresholds=MAIN_THRESHOLDS,
+                functions=options.exec_functions()), env)
+            if problem:
+                raise UsageError(f"--script {name}: {problem}")
+
+    def _check_wrapper(self, source: str, env: Mapping[str, str]) -> str | None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="loadproof-") as tmp:
+            wrapper = Path(tmp) / "wrapper.js"
+            wrapper.write_text(source)
+            if inspect_script(self._k6, wrapper, env) is not None:
+                return None
+            out = subprocess.run([str(self._k6), "inspect", "--include-system-env-vars",
+                                  str(wrapper)], capture_output=True, text=True, timeout=60,
+                                 env=dict(env), check=False)
+        found = re.search(r'msg="(?:GoError: |Error: )?(.*?)(?:\\n|")', out.stderr)
+        return found.group(1) if found else (out.stderr.strip()[-300:] or "k6 inspect failed")
 
     def _start_service(self) -> None:
         from loadproof.orchestrator.server import ServiceProcess, ServiceStartError
@@ -208,58 +357,28 @@ class RunSession:
             self.run.manifest["started_at"] = iso(utcnow())
         if self.profile is not None and self._service is None:
             self._start_service()
+        if self.script_driven:
+            self._run_script(repeat)
+            return
         for stage in self.plan.stages:
             self._run_stage(stage, repeat)
 
-    def _run_stage(self, stage: Stage, repeat: int) -> None:
-        assert self.run is not None and self.target is not None
-        run = self.run
-        stage_dir_name = f"r{repeat}-{stage.key}"
-        stage_dir = run.path / "stages" / stage_dir_name
-        stage_dir.mkdir(parents=True, exist_ok=False)
-        # absolute: k6 runs inside the stage folder, so that files a script's handleSummary
-        # writes to relative paths land beside the stage's data, not in the caller's folder
-        stage_dir = stage_dir.resolve()
-        raw_csv = stage_dir / "raw.csv"
-        summary_tmp = stage_dir / ".summary.json.tmp"
-        record: dict[str, Any] = {
-            "dir": stage_dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
-            "level": stage.level, "model": stage.model, "duration_s": stage.duration_s,
-            "warmup_s": stage.warmup_s, "status": "running", "started_at": iso(utcnow()),
-        }
-        run.manifest["stages"].append(record)
-        run.save()
-        cmd = [str(Path(self._k6).resolve()), "run", "--no-color", "--quiet", "--out",
-               f"csv={raw_csv}"]
-        if not is_shipped(self._script_path):
-            # shipped scripts tag the stage themselves (and keep k6's tag set small)
-            cmd += ["--tag", f"stage={stage.key}", "--tag", f"repeat={repeat}"]
-            # user scripts: the summary in the legacy export format, and the closed model
-            # through k6's own flags (which override the script's options)
-            cmd += ["--summary-export", str(summary_tmp)]
-            if stage.model == "vus":
-                cmd += ["--vus", str(stage.level),
-                        "--duration", format_duration(stage.duration_s + stage.warmup_s)]
-        cmd.append(str(Path(self._script_path).resolve()))
-        env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp)}
-        title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
-        self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
-                           + (f" after {format_duration(stage.warmup_s)} warm-up"
-                              if stage.warmup_s else ""))
-        interrupted = False
+    def _drive_k6(self, cmd: list[str], env: Mapping[str, str], cwd: Path, title: str,
+                  raw_csv: Path, limit_s: float) -> K6Outcome:
+        """Run k6 with a live status line until it exits; k6 is stopped (its whole process
+        group) on every way out of here: its time bound, Ctrl-C, or any exception."""
+        interrupted = timed_out = False
         tail = CsvTail(str(raw_csv))
         window: list[tuple[float, int]] = []
-        limit_s = stage.duration_s + stage.warmup_s + 120  # bounded even if k6 hangs
         proc: subprocess.Popen[bytes] | None = None
-        with open(stage_dir / "k6.log", "w") as log:
+        with open(cwd / "k6.log", "w") as log:
             try:
                 # inside the try: a Ctrl-C just after k6 starts still stops it (k6 runs in a
                 # session of its own, so the terminal's SIGINT does not reach it)
                 # the target's CPU is known when loadproof started it; k6's is read when reaped
                 watch = conditions.CpuWatch({"target": self._target_pids}).start()
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        cwd=stage_dir,
-                                        start_new_session=True)
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
+                                        cwd=cwd, start_new_session=True)
                 started = time.monotonic()
                 while proc.poll() is None:
                     time.sleep(1.0)
@@ -277,74 +396,365 @@ class RunSession:
                         f"  errors {tail.recent_error_share:.1%}"
                         f"  429 {tail.recent_rate_limited_share:.1%} (latest samples)")
                     if elapsed > limit_s:
-                        proc.send_signal(signal.SIGINT)
-                        proc.wait(30)
+                        timed_out = True
+                        break
             except KeyboardInterrupt:
                 if proc is None:  # k6 never started; the run's close marks this stage
                     raise
                 interrupted = True
-                proc.send_signal(signal.SIGINT)  # k6 stops gracefully and writes its summary
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self.progress.done()
-        code = proc.returncode
+            finally:
+                if proc is not None:
+                    stop_k6(proc)  # a no-op when k6 has already exited
+                self.progress.done()
+        assert proc is not None
+        return K6Outcome(proc.returncode, interrupted, timed_out, watch.stop(), watch)
+
+    def _k6_cmd(self, raw_csv: Path, summary_tmp: Path, entry: Path) -> list[str]:
+        # absolute paths: k6 runs in the stage's folder (so files a script's handleSummary
+        # writes land there, not in the caller's folder)
+        cmd = [str(self._k6), "run", "--no-color", "--quiet", "--out",
+               f"csv={raw_csv.resolve()}"]
+        if not is_shipped(self._script_path):
+            # user scripts: the summary in the legacy export format
+            cmd += ["--summary-export", str(summary_tmp.resolve())]
+        return cmd + [str(entry.resolve())]
+
+    def _run_stage(self, stage: Stage, repeat: int) -> None:
+        assert self.run is not None and self.target is not None
+        run = self.run
+        stage_dir_name = f"r{repeat}-{stage.key}"
+        stage_dir = run.path / "stages" / stage_dir_name
+        stage_dir.mkdir(parents=True, exist_ok=False)
+        raw_csv = stage_dir / "raw.csv"
+        summary_tmp = stage_dir / ".summary.json.tmp"
+        record: dict[str, Any] = {
+            "dir": stage_dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
+            "level": stage.level, "model": stage.model, "duration_s": stage.duration_s,
+            "warmup_s": stage.warmup_s, "status": "running", "started_at": iso(utcnow()),
+        }
+        run.manifest["stages"].append(record)
+        run.save()
+        entry = self._script_path
+        extra: list[str] = []
+        if not is_shipped(self._script_path) and self._script_options is None:
+            # k6 could not evaluate the script's options: run it as it is, so that k6's own
+            # error (exit code and message) is what the stage records
+            extra = ["--tag", f"stage={stage.key}", "--tag", f"repeat={repeat}"]
+        elif not is_shipped(self._script_path):
+            # the script's functions under loadproof's scenarios: the planned VUs or arrival
+            # rate, the warm-up as a scenario of its own (kept out of the figures)
+            entry = stage_dir / "loadproof-wrapper.js"
+            entry.write_text(driven_wrapper(
+                self._script_path, scenarios=stage.k6_scenarios(),
+                tags={"stage": stage.key, "repeat": str(repeat)}, thresholds=MAIN_THRESHOLDS,
+                functions=(self._script_options.exec_functions()
+                           if self._script_options is not None else [])))
+        cmd = self._k6_cmd(raw_csv, summary_tmp, entry)
+        cmd[-1:-1] = extra
+        env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp.resolve())}
+        title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
+        self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
+                           + (f" after {format_duration(stage.warmup_s)} warm-up"
+                              if stage.warmup_s else ""))
+        outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
+                                 limit_s=stage.duration_s + stage.warmup_s + 120)
+        self._record_exit(record, outcome, stage_dir)
+        try:
+            self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage.key, repeat)
+            self._record_window([record], [stage], stage_dir, outcome)
+            if outcome.watch is not None:
+                conditions.record_stage(outcome.watch, record, stage_dir)
+            self._drop_raw([record], raw_csv)
+        except Exception as exc:  # a broken stage must not lose the finished ones
+            record["status"] = "failed"
+            record["status_reason"] = f"could not save stage data: {exc}"
+            run.save()
+            raise
+        self._set_status(record, outcome)
+        self._warn_hosts(record)
+        run.save()
+        code = outcome.code
+        summary = (f"{title}: {record['status']}, {record.get('requests', 0)} requests"
+                   + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else "")
+                   + _crossed_note(record))
+        self.progress.line(summary)
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+
+    def _run_script(self, repeat: int) -> None:
+        """The script drives the load: one k6 process runs it as written; each scenario (or
+        options.stages step) becomes a stage record over the shared request data."""
+        assert self.run is not None and self.target is not None
+        run = self.run
+        stages = self.plan.stages
+        dir_name = f"r{repeat}-script"
+        stage_dir = run.path / "stages" / dir_name
+        stage_dir.mkdir(parents=True, exist_ok=False)
+        raw_csv = stage_dir / "raw.csv"
+        summary_tmp = stage_dir / ".summary.json.tmp"
+        by_scenario = all(s.source and "scenario" in s.source for s in stages)
+        records = []
+        for stage in stages:
+            records.append({
+                "dir": dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
+                "level": stage.level, "model": stage.model,
+                "duration_s": stage.duration_s or None, "warmup_s": 0.0,
+                "planned": stage.source, "status": "running", "started_at": iso(utcnow())})
+        run.manifest["stages"].extend(records)
+        run.save()
+        entry = stage_dir / "loadproof-wrapper.js"
+        entry.write_text(script_wrapper(self._script_path, scenario_tags={
+            str(s.source["scenario"]): {"stage": s.key, "repeat": str(repeat)}
+            for s in stages if by_scenario and s.source}))
+        cmd = self._k6_cmd(raw_csv, summary_tmp, entry)
+        if not by_scenario:
+            cmd[-1:-1] = ["--tag", f"repeat={repeat}"]
+        env = {**self._k6_env, **stage_env(stages[0], repeat, self.target,
+                                           summary_tmp.resolve())}
+        title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {self._script_path.name}"
+        self.progress.line(f"{title}: the script drives the load ("
+                           + ", ".join(s.label for s in stages) + ")")
+        outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
+                                 limit_s=self._script_limit_s(env))
+        for record in records:
+            self._record_exit(record, outcome, stage_dir)
+        try:
+            self._save_script_files(records, stages, stage_dir, raw_csv, summary_tmp, repeat,
+                                    by_scenario)
+            self._record_window(records, stages, stage_dir, outcome)
+            self._drop_raw(records, raw_csv)
+        except Exception as exc:
+            for record in records:
+                record["status"] = "failed"
+                record["status_reason"] = f"could not save stage data: {exc}"
+            run.save()
+            raise
+        for record in records:
+            self._set_status(record, outcome)
+        self._warn_hosts(records[0])
+        run.save()
+        for stage, record in zip(stages, records, strict=True):
+            self.progress.line(f"{title} {stage.label}: {record['status']}, "
+                               f"{record.get('requests', 0)} requests")
+        self.progress.line(f"{title}: k6 exit {outcome.code} "
+                           f"({records[0]['k6_exit_meaning']}){_crossed_note(records[0])}")
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+
+    def _script_limit_s(self, env: Mapping[str, str]) -> float:
+        """k6's own bound on the test (totalDuration, graceful stops included), plus slack."""
+        try:
+            out = subprocess.run([str(self._k6), "inspect", "--execution-requirements",
+                                  "--include-system-env-vars", str(self._script_path)],
+                                 capture_output=True, text=True, timeout=60, env=dict(env),
+                                 check=False)
+            total = json.loads(out.stdout).get("totalDuration")
+            return parse_duration(total or "10m30s", what="totalDuration") + 120
+        except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, UsageError):
+            return 3600.0
+
+    def _record_exit(self, record: dict[str, Any], outcome: K6Outcome, stage_dir: Path) -> None:
+        code = outcome.code
         record["ended_at"] = iso(utcnow())
-        record["conditions"] = watch.stop()
+        record["conditions"] = outcome.conditions
         record["k6_exit_code"] = code
         record["k6_exit_meaning"] = K6_EXIT_CODES.get(code, "unknown k6 exit code")
         if code == 99:
             record["thresholds"] = "crossed"
         elif code == 0:
             record["thresholds"] = "passed"
+        log = _read(stage_dir / "k6.log")
+        aborted = aborted_on(log)
+        if aborted is not None:
+            record["aborted_on"] = aborted
         if code != 0 and code != 99:
             record["k6_message"] = _tail(stage_dir / "k6.log")
-        try:
-            self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage, repeat)
-            conditions.record_stage(watch, record, stage_dir)
-        except Exception as exc:  # a broken stage must not lose the finished ones
-            record["status"] = "failed"
-            record["status_reason"] = f"could not save stage data: {exc}"
-            run.save()
-            raise
-        if interrupted:
+
+    def _set_status(self, record: dict[str, Any], outcome: K6Outcome) -> None:
+        code = outcome.code
+        if outcome.interrupted:
             record["status"] = "incomplete"
             record["status_reason"] = "interrupted (Ctrl-C); partial data kept"
+        elif outcome.timed_out:
+            record["status"] = "incomplete"
+            record["status_reason"] = "k6 ran past its time bound and was stopped"
+        elif record.get("aborted_on") is not None:
+            crossed = [f"{t['metric']} {t['threshold']}" for t in
+                       record.get("threshold_results") or []
+                       if t["ok"] is False and t["abort_on_fail"]]
+            record["status"] = "aborted"
+            record["status_reason"] = (
+                "k6 aborted the test on a threshold with abortOnFail ("
+                + ", ".join(crossed or record["aborted_on"]) + ")"
+                + (f" after {record['measured_s']:.1f} s" if record.get("measured_s")
+                   is not None else ""))
         elif code in (0, 99):
             record["status"] = "complete"
         else:
             record["status"] = "failed"
             record["status_reason"] = f"k6 exited {code}: {record['k6_exit_meaning']}"
-        run.save()
-        summary = (f"{title}: {record['status']}, {record.get('requests', 0)} requests"
-                   + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else ""))
-        self.progress.line(summary)
-        if interrupted:
-            raise KeyboardInterrupt
+
+    def _read_summary(self, records: list[dict[str, Any]], stage_dir: Path,
+                      summary_tmp: Path) -> dict[str, Any] | None:
+        if not summary_tmp.is_file():
+            return None
+        assert self.run is not None
+        os.replace(summary_tmp, stage_dir / "summary.json")
+        summary: dict[str, Any] = read_json(stage_dir / "summary.json", what="k6 summary")
+        declared = (self._script_options.options.get("thresholds")
+                    if self._script_options is not None else None)
+        results = [t for t in threshold_results(summary, declared)
+                   if t["metric"] not in MAIN_THRESHOLDS]
+        for record in records:
+            record["summary_file"] = f"stages/{stage_dir.name}/summary.json"
+            record["threshold_results"] = results
+            record["threshold_scope"] = "test" if self.script_driven else "stage"
+        return summary
 
     def _save_stage_files(self, record: dict[str, Any], stage_dir: Path, raw_csv: Path,
-                          summary_tmp: Path, stage: Stage, repeat: int) -> None:
+                          summary_tmp: Path, stage_key: str, repeat: int) -> None:
         assert self.run is not None
         base = f"stages/{stage_dir.name}"
-        if summary_tmp.is_file():
-            os.replace(summary_tmp, stage_dir / "summary.json")
-            record["summary_file"] = f"{base}/summary.json"
-            summary = read_json(stage_dir / "summary.json", what="k6 summary")
+        summary = self._read_summary([record], stage_dir, summary_tmp)
+        if summary is not None:
             record["dropped_iterations"] = _summary_count(
                 summary, "dropped_iterations{scenario:main}", "dropped_iterations")
         if raw_csv.is_file() and raw_csv.stat().st_size > 0:
-            rows = csv_to_parquet(raw_csv, stage_dir / "requests.parquet", stage=stage.key,
+            rows = csv_to_parquet(raw_csv, stage_dir / "requests.parquet", stage=stage_key,
                                   repeat=repeat)
             record["requests_file"] = f"{base}/requests.parquet"
             record["requests"] = rows
             if record.get("dropped_iterations") is None:
                 record["dropped_iterations"] = count_dropped_iterations(raw_csv)
-            if self.keep_raw:
-                record["raw_file"] = f"{base}/raw.csv"
+            record["hosts"] = hosts_hit(raw_csv)
+
+    def _save_script_files(self, records: list[dict[str, Any]], stages: list[Stage],
+                           stage_dir: Path, raw_csv: Path, summary_tmp: Path, repeat: int,
+                           by_scenario: bool) -> None:
+        self._read_summary(records, stage_dir, summary_tmp)
+        if not (raw_csv.is_file() and raw_csv.stat().st_size > 0):
+            return
+        base = f"stages/{stage_dir.name}"
+        parquet = stage_dir / "requests.parquet"
+        csv_to_parquet(raw_csv, parquet, stage=None if by_scenario else "unstaged",
+                       repeat=repeat)
+        if not by_scenario:
+            # options.stages steps: each request belongs to the step it ended in, counted
+            # from when k6 started the test (after setup); the tail of the graceful
+            # ramp-down belongs to the last step
+            start = scenarios_started_at(_read(stage_dir / "k6.log"))
+            if start is None:
+                raise LoadproofError(f"{stage_dir / 'k6.log'}: no test-start mark from the "
+                                     "wrapper; cannot split the run into its stages")
+            stage_expr = pl.lit(stages[-1].key)
+            offset = 0.0
+            bounds = []
+            for stage in stages:
+                offset += stage.duration_s
+                bounds.append((start + dt.timedelta(seconds=offset), stage.key))
+            for bound, key in reversed(bounds[:-1]):
+                stage_expr = pl.when(pl.col("timestamp") < bound).then(pl.lit(key)) \
+                    .otherwise(stage_expr)
+            tmp = stage_dir / "requests.unsplit.parquet"
+            os.replace(parquet, tmp)
+            sink_atomically(pl.scan_parquet(tmp).with_columns(stage_expr.alias("stage")),
+                            parquet)
+            tmp.unlink()
+        counts = dict(pl.scan_parquet(parquet).group_by("stage").agg(pl.len())
+                      .collect().iter_rows())
+        hosts = hosts_hit(raw_csv)
+        for record in records:
+            record["requests_file"] = f"{base}/requests.parquet"
+            record["requests"] = int(counts.get(record["key"], 0))
+            record["hosts"] = hosts
+            record["dropped_iterations"] = _dropped_by_scenario(
+                raw_csv, (record.get("planned") or {}).get("scenario")) if by_scenario \
+                else None
+
+    def _drop_raw(self, records: list[dict[str, Any]], raw_csv: Path) -> None:
+        """k6's raw CSV is kept only with --keep-raw (requests.parquet holds the requests)."""
+        if not raw_csv.is_file():
+            return
+        if self.keep_raw:
+            for record in records:
+                record["raw_file"] = f"stages/{raw_csv.parent.name}/raw.csv"
+        else:
+            raw_csv.unlink()
+
+    def _record_window(self, records: list[dict[str, Any]], stages: list[Stage],
+                       stage_dir: Path, outcome: K6Outcome) -> None:
+        """The measured window of each stage: when its load started (k6's test start, plus
+        the warm-up or the stage's start offset), its first and last request, and
+        ``measured_s``, the time it really ran: the planned duration when k6 ran it to the
+        end, else up to its last request (an abort, Ctrl-C or time-out cut it short)."""
+        start = scenarios_started_at(_read(stage_dir / "k6.log"))
+        parquet = stage_dir / "requests.parquet"
+        spans: dict[str, tuple[Any, Any]] = {}
+        if parquet.is_file():
+            for key, first, last in (pl.scan_parquet(parquet).group_by("stage")
+                                     .agg(pl.col("timestamp").min().alias("first"),
+                                          pl.col("timestamp").max().alias("last"))
+                                     .collect().iter_rows()):
+                spans[key] = (first, last)
+        cut_short = (outcome.interrupted or outcome.timed_out
+                     or any(r.get("aborted_on") is not None for r in records))
+        offset = 0.0
+        for record, stage in zip(records, stages, strict=True):
+            first, last = spans.get(record["key"], (None, None))
+            record["first_request_at"] = iso(first) if first is not None else None
+            record["last_request_at"] = iso(last) if last is not None else None
+            begin_s = stage.warmup_s + offset
+            if stage.source and "scenario" in stage.source:
+                begin_s = parse_duration(stage.source.get("startTime") or 0, what="startTime")
+            elif stage.source and "step" in stage.source:
+                offset += stage.duration_s
+            load_start = start + dt.timedelta(seconds=begin_s) if start is not None else None
+            record["load_started_at"] = iso(load_start) if load_start is not None else None
+            planned = stage.duration_s or None
+            measured: float | None
+            if planned and not cut_short:
+                measured, source = planned, "planned duration (k6 ran the stage to its end)"
+            elif load_start is not None and last is not None:
+                measured = max(0.0, (last - load_start).total_seconds())
+                if planned:
+                    measured = min(measured, planned)
+                source = "from the stage's start to its last request"
+            elif first is not None and last is not None:
+                measured = (last - first).total_seconds()
+                source = "from the first to the last request"
             else:
-                raw_csv.unlink()
+                measured, source = None, "no requests"
+            record["measured_s"] = round(measured, 6) if measured is not None else None
+            record["measured_from"] = source
+            if self.script_driven and parquet.is_file():
+                # the level reached: the most VUs k6's vus metric (sampled about once a
+                # second, across all scenarios) showed in the stage's window; the last
+                # step's window runs on through the graceful ramp-down
+                if stage.source and "step" in stage.source and stage is not stages[-1]:
+                    end = (load_start + dt.timedelta(seconds=stage.duration_s)
+                           if load_start is not None else None)
+                else:
+                    end = last if stage.source and "scenario" in stage.source else None
+                record["vus_observed_max"] = _vus_in(stage_dir, load_start, end)
+
+    def _warn_hosts(self, record: dict[str, Any]) -> None:
+        """Provenance: warn when the requests went somewhere other than --target."""
+        assert self.run is not None and self.target is not None
+        hosts = record.get("hosts")
+        expected = host_port(self.target)
+        if not hosts or expected is None:
+            return
+        elsewhere = {h: n for h, n in hosts.items() if not _same_endpoint(h, expected)}
+        if not elsewhere:
+            return
+        shown = ", ".join(f"{h} ({n} requests)" for h, n in elsewhere.items())
+        warning = (f"stage {record['key']} (repeat {record['repeat']}): requests went to "
+                   f"{shown}, not to --target {self.target} ({expected}); the script builds "
+                   "its own URLs (use __ENV.LP_TARGET to follow --target)")
+        warnings = self.run.manifest.setdefault("warnings", [])
+        if warning not in warnings:
+            warnings.append(warning)
+        self.progress.line(f"warning: {warning}")
 
     def close(self, status: str | None = None, reason: str | None = None) -> Run:
         assert self.run is not None
@@ -356,6 +766,9 @@ class RunSession:
                 expected = len(self.plan.stages) * self.plan.repeat
                 if statuses == {"complete"} and len(self.run.stages) == expected:
                     status = "complete"
+                elif "aborted" in statuses:
+                    status, reason = "incomplete", reason or \
+                        "k6 aborted a stage on a threshold (abortOnFail)"
                 elif "complete" in statuses:
                     status, reason = "incomplete", reason or "some stages did not complete"
                 else:
@@ -378,6 +791,55 @@ class RunSession:
         self.run.save()
 
 
+def _same_endpoint(a: str, b: str) -> bool:
+    """'host:port' pairs naming the same endpoint: the same port and host, or host names that
+    resolve to a common address (localhost and 127.0.0.1)."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b:
+        return False
+    if host_a == host_b:
+        return True
+
+    def addresses(host: str) -> set[str]:
+        try:
+            return {str(info[4][0]) for info in socket.getaddrinfo(host.strip("[]"), None)}
+        except (OSError, UnicodeError):
+            return set()
+
+    return bool(addresses(host_a) & addresses(host_b))
+
+
+def _crossed_note(record: dict[str, Any]) -> str:
+    crossed = [f"{t['metric']} {t['threshold']}" for t in record.get("threshold_results") or []
+               if t["ok"] is False]
+    return f"; thresholds crossed: {', '.join(crossed)}" if crossed else ""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _vus_in(stage_dir: Path, start: dt.datetime | None, end: dt.datetime | None) -> int | None:
+    raw = stage_dir / "raw.csv"
+    return vus_observed(raw, start, end) if raw.is_file() else None
+
+
+def _dropped_by_scenario(raw_csv: Path, scenario: str | None) -> int | None:
+    if scenario is None:
+        return None
+    frame = pl.scan_csv(raw_csv, infer_schema=False, low_memory=True)
+    if "scenario" not in frame.collect_schema().names():
+        return None
+    total = (frame.filter((pl.col("metric_name") == "dropped_iterations")
+                          & (pl.col("scenario") == scenario))
+             .select(pl.col("metric_value").cast(pl.Float64).sum()).collect().item())
+    return int(total or 0)
+
+
 def _summary_count(summary: dict[str, Any], *metrics: str) -> int | None:
     values = summary_values(summary.get("metrics") or {}, *metrics)
     return int(values.get("count") or 0) if values is not None else None
@@ -394,15 +856,22 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                profile: str | None = None, script: str = "journey",
                out_dir: Path | str = DEFAULT_RUNS_DIR, progress: Progress | None = None,
                env: Mapping[str, str] | None = None,
-               service_overrides: dict[str, Any] | None = None, keep_raw: bool = False) -> Run:
+               service_overrides: dict[str, Any] | None = None, keep_raw: bool = False,
+               plan_mode: str = "auto", stages_given: bool = True,
+               override_script_options: bool = False) -> Run:
     """Run ``plan`` against a target URL or a reference-service profile; return the stored Run.
+
+    With a user script, ``plan_mode``/``stages_given``/``override_script_options`` choose who
+    drives the load (see :class:`RunSession`).
 
     Ctrl-C stops k6 gracefully, keeps the finished stages, marks the run incomplete and
     raises :class:`Interrupted`.
     """
     session = RunSession(plan=plan, label=label, target=target, profile=profile, script=script,
                          out_dir=Path(out_dir), env=env or {}, progress=progress or Progress(),
-                         service_overrides=service_overrides or {}, keep_raw=keep_raw)
+                         service_overrides=service_overrides or {}, keep_raw=keep_raw,
+                         plan_mode=plan_mode, stages_given=stages_given,
+                         override_script_options=override_script_options)
     session.open()
     try:
         for repeat in range(1, plan.repeat + 1):

@@ -8,6 +8,7 @@ from typing import Any
 from . import stats
 from .achievements import regression_texts
 from .compare import Comparison, MetricComparison
+from .outcome import threshold_lines
 
 
 def _num(value: float | None, unit: str) -> str:
@@ -59,8 +60,14 @@ def comparison_table(comparison: Comparison) -> str:
     for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
         if capacity.knee_level is not None:
             lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")
+    for arm, run in (("baseline", base), ("candidate", cand)):
+        checks = threshold_lines(run.stages)
+        if checks:
+            lines += ["", f"k6 thresholds ({arm}):"] + [f"  - {c}" for c in checks]
     notes = list(comparison.warnings) + list(comparison.guards)
     notes += [f"significantly worse: {text}" for text in regression_texts(comparison)]
+    notes += [f"{run.label}: {w}" for run in (base, cand)
+              for w in run.manifest.get("warnings") or []]
     for stage in comparison.stages:
         notes += [f"{stage.key}: {g}" for g in stage.guards]
     if notes:

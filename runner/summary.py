@@ -11,6 +11,7 @@ from . import stats
 from .achievements import fmt_ratio, regression_texts
 from .compare import DEFAULT_MIN_SUCCESSES, Comparison, MetricComparison
 from .metrics import StageMetrics
+from .outcome import threshold_lines
 from .store import Run
 
 METHOD_TEXT = (
@@ -304,7 +305,12 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
         limited = sum(m.rate_limited for m in metrics)
         out += [f"Total requests: {total:,}",
                 f"Rate limited:   {limited / total:.1%}" if total else "", "```", ""]
-    notes = caveats(comparison)
+    checks = [(run.label, threshold_lines(run.stages)) for run in (base, cand)]
+    if any(lines for _, lines in checks):
+        out += ["## k6 thresholds", ""]
+        out += [f"- *{label}* {line}" for label, lines in checks for line in lines] + [""]
+    notes = caveats(comparison) + [f"{run.label}: {w}" for run in (base, cand)
+                                   for w in run.manifest.get("warnings") or []]
     out += ["## Caveats", ""] + ([f"- {n}" for n in notes] or ["- none raised"]) + [""]
     points = talking_points(comparison)
     out += ["## Interview talking points", ""]

@@ -3,7 +3,7 @@
 // (default 0.1; 0 in the open model, where arrivals set the pace).
 import http from 'k6/http';
 import { sleep } from 'k6';
-import { noteStatus, stageOptions, target, writeSummary } from './lib/loadproof.js';
+import { markStart, noteStatus, stageOptions, target, writeSummary } from './lib/loadproof.js';
 
 export const options = stageOptions();
 
@@ -22,6 +22,10 @@ export default function () {
   if (think > 0) {
     sleep(think);
   }
+}
+
+export function setup() {
+  markStart();
 }
 
 export function handleSummary(data) {

@@ -1,7 +1,7 @@
 // quick: a short check of one endpoint of any target. Measures the latency and status
 // of GET LP_TARGET + LP_PATH (default /) under the stage's load, with no think time.
 import http from 'k6/http';
-import { noteStatus, stageOptions, target, writeSummary } from './lib/loadproof.js';
+import { markStart, noteStatus, stageOptions, target, writeSummary } from './lib/loadproof.js';
 
 export const options = stageOptions();
 
@@ -9,6 +9,10 @@ const url = target() + (__ENV.LP_PATH || '/');
 
 export default function () {
   noteStatus(http.get(url, { tags: { name: 'quick' } }));
+}
+
+export function setup() {
+  markStart();
 }
 
 export function handleSummary(data) {

@@ -75,6 +75,12 @@ export function stageOptions() {
   };
 }
 
+// When setup ends k6 starts the scenarios: the runner reads this mark from k6's log as the
+// origin of the stage's measured window (the warm-up and the main scenario start from it).
+export function markStart() {
+  console.log('loadproof:test-start ' + Date.now());
+}
+
 export function writeSummary(data) {
   const out = {};
   if (__ENV.LP_SUMMARY_PATH) {
