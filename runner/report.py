@@ -87,11 +87,26 @@ def _kernel_stderr_to(log_path: Path) -> Iterator[None]:
         log_path.unlink()
 
 
+# JupyterLab's template drops an image's alt text; the charts carry theirs in the output's
+# metadata (IPython's Image(alt=...)), and this writes it onto the <img>.
+_ALT_TEXT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% block data_png scoped %}
+{%- set alt = output | get_metadata('alt', 'image/png') -%}
+{%- if alt -%}
+{{ super() | replace('<img ', '<img alt="' ~ (alt | escape_html) ~ '" ', 1) }}
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{% endblock data_png %}
+"""
+
+
 def export_html(executed: Path, out_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
+    exporter.raw_template = _ALT_TEXT_TEMPLATE
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
