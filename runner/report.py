@@ -16,6 +16,7 @@ from .achievements import AchievementOptions, build_achievement, update_feed, wr
 from .compare import Slo, compare_runs
 from .errors import ReportError, RunStoreError, UsageError
 from .progress import Progress
+from .site import build_site
 from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
 from .summary import render_markdown
 
@@ -181,6 +182,7 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             html_path.unlink()
     (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2,
                                                     default=_json_default), encoding="utf-8")
+    progress.line(f"report: portfolio page {build_site(reports_dir)}")
     progress.line(f"report: {out}")
     return out
 
