@@ -156,21 +156,25 @@ def test_user_text_is_escaped(reports: Path) -> None:
     assert "<script>" not in text
 
 
-def test_the_page_links_the_newest_folder_of_a_comparison(reports: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_card_links_the_folder_that_made_its_feed_item(reports: Path,
+                                                        tmp_path: Path) -> None:
+    """The same comparison reported twice: the folder whose achievement the feed holds, else
+    the newest one."""
     copy = tmp_path / "reports"
     shutil.copytree(reports, copy)
-    older = copy / "one" / "older"
-    shutil.copytree(copy / "one" / "run", older)
-    record = json.loads((older / "achievement.json").read_text())
-    record["generated_at"] = "2000-01-01T00:00:00.000Z"
-    (older / "achievement.json").write_text(json.dumps(record))
+    for name, generated_at in (("older", "2000-01-01T00:00:00.000Z"),
+                               ("newer", "2999-01-01T00:00:00.000Z")):
+        shutil.copytree(copy / "one" / "run", copy / "one" / name)
+        record = json.loads((copy / "one" / name / "achievement.json").read_text())
+        record["generated_at"] = generated_at
+        (copy / "one" / name / "achievement.json").write_text(json.dumps(record))
     feed = json.loads((copy / "feed.json").read_text())
     found = find_report_files(copy)
-    for item in feed["items"]:
-        files = report_files_for(item["_loadproof"], found)
-        assert files.folder is not None and files.folder.parent.name in ("one", "two")
-        assert files.folder.name == "run"
+    folders = [report_files_for(item["_loadproof"], found).folder for item in feed["items"]]
+    assert sorted(str(f.relative_to(copy)) for f in folders if f) == ["one/run", "two/run"]
+    record = next(i["_loadproof"] for i in feed["items"] if i["title"] == TITLE_ONE)
+    record["generated_at"] = "1999-01-01T00:00:00.000Z"  # no folder holds this one
+    assert report_files_for(record, found).folder == copy / "one" / "newer"
 
 
 def loadproof(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
