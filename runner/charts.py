@@ -1,7 +1,10 @@
-"""The report's charts (seaborn/matplotlib), each a function of a Comparison."""
+"""The report's charts (seaborn/matplotlib), each a function of a Comparison that returns the
+figure with its alt text: what the chart shows (arms, metric, stage range, key values), taken
+from the same rows the chart draws."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -21,6 +24,14 @@ PALETTE = {"baseline": "#7f7f7f", "candidate": "#1f77b4"}
 sns.set_theme(style="whitegrid", context="notebook")
 
 
+@dataclass
+class Chart:
+    """A drawn chart and the text that stands in for it (HTML alt, screen readers)."""
+
+    figure: Figure
+    alt: str
+
+
 def _arms(comparison: Comparison) -> list[tuple[str, str, list[StageMetrics]]]:
     if comparison.baseline.path == comparison.candidate.path:  # one arm on its own
         return [("run", comparison.baseline.label, comparison.baseline_metrics)]
@@ -32,8 +43,12 @@ def _palette(comparison: Comparison) -> list[str]:
     return [PALETTE["baseline"], PALETTE["candidate"]][:len(_arms(comparison))]
 
 
+def _model(comparison: Comparison) -> str | None:
+    return comparison.baseline_metrics[0].model if comparison.baseline_metrics else None
+
+
 def _x_label(comparison: Comparison) -> str:
-    model = comparison.baseline_metrics[0].model if comparison.baseline_metrics else None
+    model = _model(comparison)
     return "virtual users" if model == "vus" else ("arrival rate (req/s)" if model == "rate"
                                                     else "stage")
 
@@ -41,6 +56,63 @@ def _x_label(comparison: Comparison) -> str:
 def _x(m: StageMetrics) -> Any:
     return m.level if m.level is not None else m.key
 
+
+# --- alt text: plain sentences built from the plotted values -------------------------------
+
+def _arm_name(role: str, label: str) -> str:
+    """How an arm is named in alt text: its label, and its role when that differs."""
+    return label if role in ("run", label) else f"{label} ({role})"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _arm_list(comparison: Comparison) -> str:
+    names = [_arm_name(role, label) for role, label, _ in _arms(comparison)]
+    return ("for the run " if len(names) == 1 else "for ") + _and(names)
+
+
+def _load(comparison: Comparison, m: StageMetrics) -> str:
+    """One stage as a reader says it: "150 virtual users", "750 requests/s" or its key."""
+    if m.level is None:
+        return f"stage {m.key}"
+    unit = {"vus": "virtual users", "rate": "requests/s"}.get(_model(comparison) or "", "")
+    return f"{m.level:,} {unit}".strip()
+
+
+def _stage_range(comparison: Comparison) -> str:
+    metrics = comparison.baseline_metrics or comparison.candidate_metrics
+    if not metrics:
+        return "no stages"
+    first, last = metrics[0], metrics[-1]
+    count = f"{len(metrics)} stage{'s' if len(metrics) != 1 else ''}"
+    if len(metrics) == 1:
+        return f"one stage, {_load(comparison, first)}"
+    if first.level is not None and last.level is not None:
+        return f"{count} from {first.level:,} to {_load(comparison, last)}"
+    return f"{count}, {first.key} to {last.key}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _arm_values(rows: list[dict[str, Any]], column: str, fmt: Any,
+                arms: list[tuple[str, str]]) -> str:
+    """ "baseline 186 ms, optimized 106 ms" from one row per arm (arms without a row: none)."""
+    parts = []
+    for role, label in arms:
+        row = next((r for r in rows if r["arm"] == f"{role}: {label}"), None)
+        parts.append(f"{_arm_name(role, label)} {fmt(row[column]) if row else 'no figure'}")
+    return ", ".join(parts)
+
+
+def _roles(comparison: Comparison) -> list[tuple[str, str]]:
+    return [(role, label) for role, label, _ in _arms(comparison)]
+
+
+# --- the charts -----------------------------------------------------------------------------
 
 def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, style: str,
                   ylabel: str, title: str) -> tuple[Figure, Any]:
@@ -52,48 +124,84 @@ def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, st
     return fig, ax
 
 
-def latency_vs_load(comparison: Comparison) -> Figure:
+def _last_stage_rows(comparison: Comparison, rows: list[dict[str, Any]], **match: str) \
+        -> tuple[StageMetrics | None, list[dict[str, Any]]]:
+    """The heaviest stage that has a plotted value, and its rows matching ``match``."""
+    metrics = comparison.baseline_metrics or comparison.candidate_metrics
+    for m in reversed(metrics):
+        picked = [r for r in rows if r["key"] == m.key
+                  and all(r[k] == v for k, v in match.items())]
+        if picked:
+            return m, picked
+    return None, []
+
+
+def latency_vs_load(comparison: Comparison) -> Chart:
     rows = []
+    skipped: dict[str, list[str]] = {}
     for role, label, metrics in _arms(comparison):
         for m in metrics:
+            if m.successes < comparison.capacity.slo.min_successes:
+                skipped.setdefault(_arm_name(role, label), []).append(m.key)
+                continue
             for name in ("p50_ms", "p95_ms", "p99_ms"):
                 value = getattr(m.latency_ok, name)
-                if value is not None and m.successes >= comparison.capacity.slo.min_successes:
-                    rows.append({"load": _x(m), "latency_ms": value, "arm": f"{role}: {label}",
+                if value is not None:
+                    rows.append({"load": _x(m), "key": m.key, "latency_ms": value,
+                                 "arm": f"{role}: {label}",
                                  "percentile": name.removesuffix("_ms")})
-    fig, ax = _against_load(comparison, rows, "latency_ms", "percentile",
+    slo_ms = comparison.capacity.slo.p95_ms
+    fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
+                                         for r in rows], "latency_ms", "percentile",
                             "latency of successful answers (ms)", "Latency against load")
-    ax.axhline(comparison.capacity.slo.p95_ms, color="#d62728", lw=1, ls=":",
-               label=f"SLO p95 {comparison.capacity.slo.p95_ms:g} ms")
+    ax.axhline(slo_ms, color="#d62728", lw=1, ls=":", label=f"SLO p95 {slo_ms:g} ms")
     ax.set_yscale("log")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    return fig
+    alt = (f"Line chart, log scale: p50, p95 and p99 latency of 2xx answers in ms against "
+           f"load, {_stage_range(comparison)}, {_arm_list(comparison)}; a dotted line marks "
+           f"the SLO p95 of {slo_ms:g} ms.")
+    last, picked = _last_stage_rows(comparison, rows, percentile="p95")
+    if last is not None:
+        alt += (f" p95 at {_load(comparison, last)}: "
+                f"{_arm_values(picked, 'latency_ms', _ms, _roles(comparison))}.")
+    if skipped:
+        alt += (f" No latency point where a stage had fewer than "
+                f"{comparison.capacity.slo.min_successes} successful requests: "
+                + "; ".join(f"{name} {', '.join(keys)}" for name, keys in skipped.items()) + ".")
+    return Chart(fig, alt)
 
 
-def throughput_vs_load(comparison: Comparison) -> Figure:
+def throughput_vs_load(comparison: Comparison) -> Chart:
     rows = []
     for role, label, metrics in _arms(comparison):
         for m in metrics:
             for name, value in (("throughput", m.throughput_rps), ("goodput (successes)", m.goodput_rps)):
                 if value is not None:
-                    rows.append({"load": _x(m), "req/s": value, "arm": f"{role}: {label}",
-                                 "measure": name})
-    fig, ax = _against_load(comparison, rows, "req/s", "measure", "requests/s",
+                    rows.append({"load": _x(m), "key": m.key, "req/s": value,
+                                 "arm": f"{role}: {label}", "measure": name})
+    fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
+                                         for r in rows], "req/s", "measure", "requests/s",
                             "Throughput and goodput")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    alt = (f"Line chart of throughput and goodput (2xx answers) in requests/s against load, "
+           f"{_stage_range(comparison)}, {_arm_list(comparison)}.")
+    last, picked = _last_stage_rows(comparison, rows, measure="goodput (2xx)")
+    if last is not None:
+        alt += (f" Goodput at {_load(comparison, last)}: "
+                f"{_arm_values(picked, 'req/s', lambda v: f'{v:,.0f} req/s', _roles(comparison))}.")
+    return Chart(fig, alt)
 
 
-def outcome_shares(comparison: Comparison) -> Figure:
-    rows = []
+def outcome_shares(comparison: Comparison) -> Chart:
+    rows: list[dict[str, Any]] = []
     for role, label, metrics in _arms(comparison):
         for m in metrics:
             if m.requests:
                 rows.append({"stage": f"{_x(m)}\n{role}", "success": m.successes / m.requests,
                              "429": m.rate_limited / m.requests, "errors": m.errors / m.requests,
-                             "arm": label})
+                             "arm": label, "role": role, "where": _load(comparison, m)})
     fig, ax = plt.subplots(figsize=(8, 3.8))
     if rows:
         frame = pd.DataFrame(rows).set_index("stage")[["success", "429", "errors"]]
@@ -104,7 +212,23 @@ def outcome_shares(comparison: Comparison) -> Figure:
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    return fig
+    alt = (f"Stacked bar chart of the share of requests answered 2xx, 429 (rate-limited) or "
+           f"with an error, one bar per stage and arm, {_stage_range(comparison)}, "
+           f"{_arm_list(comparison)}.")
+    lowest = []
+    for role, label in _roles(comparison):
+        arm_rows = [r for r in rows if r["role"] == role]
+        name = _arm_name(role, label)
+        if not arm_rows:
+            lowest.append(f"{name} no requests")
+        elif all(r["2xx"] == 1 for r in arm_rows):
+            lowest.append(f"{name} 100% at every stage")
+        else:
+            worst = min(arm_rows, key=lambda r: r["2xx"])
+            lowest.append(f"{name} {worst['2xx']:.2%} at {worst['where']} "
+                          f"({worst['429']:.2%} 429, {worst['errors']:.2%} errors)")
+    alt += f" Lowest 2xx share: {', '.join(lowest)}."
+    return Chart(fig, alt)
 
 
 def _over_time(run: Run, role: str) -> pd.DataFrame:
@@ -127,38 +251,65 @@ def _over_time(run: Run, role: str) -> pd.DataFrame:
     return result
 
 
-def latency_over_time(comparison: Comparison) -> Figure:
-    frames = [_over_time(comparison.baseline, "baseline"),
-              _over_time(comparison.candidate, "candidate")]
-    frames = [f for f in frames if not f.empty]
+def latency_over_time(comparison: Comparison) -> Chart:
+    arms = [("baseline", comparison.baseline), ("candidate", comparison.candidate)]
+    if comparison.baseline.path == comparison.candidate.path:
+        arms = [("run", comparison.baseline)]
+    frames = [(role, run, _over_time(run, role)) for role, run in arms]
+    drawn = [f for _, _, f in frames if not f.empty]
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    if frames:
-        sns.lineplot(pd.concat(frames), x="second", y="p95_ms", hue="arm", ax=ax, lw=1,
-                     palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(frames)])
+    if drawn:
+        sns.lineplot(pd.concat(drawn), x="second", y="p95_ms", hue="arm", ax=ax, lw=1,
+                     palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(drawn)])
     ax.set(xlabel="seconds since the run's first request (stages back to back)",
            ylabel="p95 per second (ms)", title="Latency over time")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    alt = (f"Line chart, log scale: p95 latency of 2xx answers per second in ms over each "
+           f"run's time, its stages back to back ({_stage_range(comparison)}), "
+           f"{_arm_list(comparison)}.")
+    parts = []
+    for role, run, frame in frames:
+        name = _arm_name(role, run.label)
+        if frame.empty:
+            parts.append(f"{name} no 2xx answers")
+        else:
+            parts.append(f"{name} from {_ms(float(frame['p95_ms'].min()))} to "
+                         f"{_ms(float(frame['p95_ms'].max()))} over "
+                         f"{int(frame['second'].max()) + 1} s")
+    alt += f" Per-second p95: {'; '.join(parts)}."
+    return Chart(fig, alt)
 
 
-def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Figure:
+def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
     key = stage or comparison.headline_stage
-    rows = []
+    frames = []
+    described = []
     for role, label, metrics in _arms(comparison):
-        for m in metrics:
-            if m.key == key and len(m.ok_sorted):
-                rows.append(pd.DataFrame({"latency_ms": m.ok_sorted, "arm": f"{role}: {label}"}))
+        m = next((m for m in metrics if m.key == key), None)
+        if m is not None and len(m.ok_sorted):
+            frames.append(pd.DataFrame({"latency_ms": m.ok_sorted, "arm": f"{role}: {label}"}))
+            described.append(f"{_arm_name(role, label)} {len(m.ok_sorted):,} answers, median "
+                             f"{_ms(float(m.latency_ok.p50_ms or 0))}, p95 "
+                             f"{_ms(float(m.latency_ok.p95_ms or 0))}")
+        else:
+            described.append(f"{_arm_name(role, label)} no 2xx answers")
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    if rows:
-        sns.ecdfplot(pd.concat(rows), x="latency_ms", hue="arm", ax=ax,
-                     palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(rows)])
+    if frames:
+        sns.ecdfplot(pd.concat(frames), x="latency_ms", hue="arm", ax=ax,
+                     palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(frames)])
         ax.set_xscale("log")
     ax.set(xlabel="latency of successful answers (ms)", ylabel="share of requests",
            title=f"Latency distribution at {key}" if key else "Latency distribution")
     fig.tight_layout()
-    return fig
+    stage_metrics = next((m for m in comparison.baseline_metrics if m.key == key), None)
+    where = (f"stage {key} ({_load(comparison, stage_metrics)})"
+             if stage_metrics is not None and stage_metrics.level is not None
+             else f"stage {key}" if key else "no stage (none could be compared)")
+    alt = (f"Cumulative distribution (ECDF) of the latency of 2xx answers in ms, log scale, at "
+           f"{where}, {_arm_list(comparison)}: {'; '.join(described)}.")
+    return Chart(fig, alt)
 
 
 ALL_CHARTS = {

@@ -125,6 +125,7 @@ def _achievement_options(args: argparse.Namespace) -> AchievementOptions:
 
 def cmd_achievement(args: argparse.Namespace) -> int:
     from .achievements import build_achievement, update_feed, write_achievement
+    from .site import build_site
 
     comparison = _compare(args)
     record = build_achievement(comparison, _achievement_options(args))
@@ -133,6 +134,7 @@ def cmd_achievement(args: argparse.Namespace) -> int:
         f"{comparison.comparison_id}.json"
     write_achievement(record, out)
     update_feed(record, reports_dir / "feed.json")
+    build_site(reports_dir)
     print(out)
     return 0
 
@@ -161,6 +163,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     out = run_pipeline(args.experiment, reports_dir=Path(args.reports_dir),
                        runs_dir=Path(args.out))
     print(out)
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    print(build_site(Path(args.reports_dir)))
     return 0
 
 
@@ -273,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--reports-dir", default="reports")
     pipe.add_argument("--out", default="data/runs", help="run store folder")
     pipe.set_defaults(func=cmd_pipeline)
+
+    site = sub.add_parser("site", help="write reports/index.html, a page of every achievement "
+                                       "in reports/feed.json")
+    site.add_argument("--reports-dir", default="reports",
+                      help="folder of feed.json and the reports (default reports)")
+    site.set_defaults(func=cmd_site)
     return parser
 
 

@@ -276,8 +276,9 @@ def methodology(report: ReportData) -> Any:
     return _wrap(body)
 
 
-def figure(fig: Any) -> Any:
-    """A matplotlib figure as an embedded PNG (the same in Jupyter, HTML and PDF)."""
+def figure(fig: Any, alt: str) -> Any:
+    """A matplotlib figure as an embedded PNG (the same in Jupyter, HTML and PDF); ``alt`` goes
+    into the output's metadata, where the HTML export writes it as the image's alt text."""
     import io
 
     import matplotlib.pyplot as plt
@@ -286,7 +287,7 @@ def figure(fig: Any) -> Any:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return Image(data=buffer.getvalue(), format="png")
+    return Image(data=buffer.getvalue(), format="png", alt=alt)
 
 
 def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
@@ -295,12 +296,14 @@ def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
         from IPython.display import HTML
 
         return HTML("<p><i>No arrival-rate probe in this report.</i></p>")
-    return figure(charts.ALL_CHARTS[name](comp))
+    drawn = charts.ALL_CHARTS[name](comp)
+    return figure(drawn.figure, drawn.alt)
 
 
 def arm_chart(run: Run, name: str) -> Any:
     """A chart of one run on its own (latency_vs_load, throughput_vs_load, outcome_shares)."""
-    return figure(charts.ALL_CHARTS[name](compare_runs(run, run)))
+    drawn = charts.ALL_CHARTS[name](compare_runs(run, run))
+    return figure(drawn.figure, drawn.alt)
 
 
 def run_table(run_ref: str | Path, runs_dir: str | Path = "data/runs") -> pd.DataFrame:

@@ -16,6 +16,7 @@ from .achievements import AchievementOptions, build_achievement, update_feed, wr
 from .compare import Slo, compare_runs
 from .errors import ReportError, RunStoreError, UsageError
 from .progress import Progress
+from .site import build_site
 from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
 from .summary import render_markdown
 
@@ -87,11 +88,26 @@ def _kernel_stderr_to(log_path: Path) -> Iterator[None]:
         log_path.unlink()
 
 
+# JupyterLab's template drops an image's alt text; the charts carry theirs in the output's
+# metadata (IPython's Image(alt=...)), and this writes it onto the <img>.
+_ALT_TEXT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% block data_png scoped %}
+{%- set alt = output | get_metadata('alt', 'image/png') -%}
+{%- if alt -%}
+{{ super() | replace('<img ', '<img alt="' ~ (alt | escape_html) ~ '" ', 1) }}
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{% endblock data_png %}
+"""
+
+
 def export_html(executed: Path, out_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
+    exporter.raw_template = _ALT_TEXT_TEMPLATE
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
@@ -166,6 +182,7 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             html_path.unlink()
     (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2,
                                                     default=_json_default), encoding="utf-8")
+    progress.line(f"report: portfolio page {build_site(reports_dir)}")
     progress.line(f"report: {out}")
     return out
 

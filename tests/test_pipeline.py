@@ -42,3 +42,5 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     assert optimized.manifest["profile"]["settings"]["rate_limit_rps"] == 3000
     feed = json.loads((tmp_path / "reports" / "feed.json").read_text())
     assert len(feed["items"]) == 1
+    page = (tmp_path / "reports" / "index.html").read_text()  # the portfolio page follows
+    assert page.count('<li class="card"') == 1 and f'href="exp/{out.name}/report.html"' in page

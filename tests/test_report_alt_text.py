@@ -1,0 +1,89 @@
+"""Every chart in the report carries alt text that says what it shows, taken from the data."""
+
+from __future__ import annotations
+
+import logging
+import re
+from html import unescape
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+from loadproof.charts import ALL_CHARTS
+from loadproof.compare import compare_runs
+from loadproof.report import execute_notebook, export_html
+
+from .conftest import SAMPLE
+from .helpers import make_run
+
+METRIC_WORDS = {
+    "latency_vs_load": "p50, p95 and p99 latency",
+    "throughput_vs_load": "throughput and goodput",
+    "outcome_shares": "share of requests answered 2xx, 429",
+    "latency_over_time": "p95 latency of 2xx answers per second",
+    "latency_ecdf": "distribution (ECDF) of the latency",
+}
+
+
+def test_each_chart_describes_its_arms_metric_stages_and_values(tmp_path: Path) -> None:
+    ok = ([20.0] * 40, [200] * 40)
+    base = make_run(tmp_path, "before-pool", {"s1-10vus": (10, *ok),
+                                              "s2-50vus": (50, [90.0] * 40, [200] * 40),
+                                              "s3-90vus": (90, [5.0] * 20, [200] * 5 + [503] * 15)})
+    cand = make_run(tmp_path, "after-pool", {"s1-10vus": (10, *ok),
+                                             "s2-50vus": (50, [30.0] * 40, [200] * 40),
+                                             "s3-90vus": (90, [40.0] * 40, [200] * 30 + [429] * 10)})
+    comparison = compare_runs(base, cand)
+    alts = {}
+    for name, draw in ALL_CHARTS.items():
+        chart = draw(comparison)
+        plt.close(chart.figure)
+        alts[name] = chart.alt
+        assert "before-pool (baseline)" in chart.alt and "after-pool (candidate)" in chart.alt
+        assert METRIC_WORDS[name] in chart.alt
+    for name in ("latency_vs_load", "throughput_vs_load", "outcome_shares"):
+        assert "3 stages from 10 to 90 virtual users" in alts[name], alts[name]
+    # values come from the runs: the heaviest stage with a latency point, the worst share
+    assert "p95 at 90 virtual users: before-pool (baseline) no figure, after-pool (candidate) " \
+        "40 ms." in alts["latency_vs_load"]
+    assert "fewer than 30 successful requests: before-pool (baseline) s3-90vus." \
+        in alts["latency_vs_load"]
+    assert "Goodput at 90 virtual users: before-pool (baseline) 0 req/s, after-pool (candidate) " \
+        in alts["throughput_vs_load"]
+    assert "at stage s2-50vus (50 virtual users)" in alts["latency_ecdf"]  # the headline stage
+    assert "before-pool (baseline) 40 answers, median 90 ms, p95 90 ms" in alts["latency_ecdf"]
+    assert "before-pool (baseline) 25.00% at 90 virtual users (0.00% 429, 75.00% errors)" \
+        in alts["outcome_shares"]
+    assert "after-pool (candidate) 75.00% at 90 virtual users (25.00% 429" \
+        in alts["outcome_shares"]
+
+
+def test_a_single_run_chart_names_the_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "solo", {"s1-5vus": (5, [12.0] * 50, [200] * 50)})
+    chart = ALL_CHARTS["throughput_vs_load"](compare_runs(run, run))
+    plt.close(chart.figure)
+    assert "for the run solo" in chart.alt and "one stage, 5 virtual users" in chart.alt
+
+
+def test_exported_report_has_alt_text_on_every_image(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    executed = execute_notebook("report", tmp_path / "report.ipynb", {
+        "baseline_run": str(SAMPLE / "baseline"), "candidate_run": str(SAMPLE / "optimized"),
+        "probe_baseline_run": str(SAMPLE / "probe-baseline"),
+        "probe_candidate_run": str(SAMPLE / "probe-optimized")})
+    with caplog.at_level(logging.WARNING):
+        html = export_html(executed, tmp_path / "report.html").read_text()
+    assert "Alternative text is missing" not in caplog.text
+    images = re.findall(r"<img\b[^>]*>", html)
+    assert len(images) == 6
+    alts = [unescape(m.group(1)) if (m := re.search(r'\balt="([^"]*)"', tag)) else ""
+            for tag in images]
+    assert len(set(alts)) == 6, alts  # each says what its own chart shows
+    for alt in alts[:5]:
+        assert "baseline" in alt and "optimized (candidate)" in alt
+        assert "4 stages from 10 to 150 virtual users" in alt or "s4-150vus" in alt
+    assert "probe-baseline (baseline)" in alts[5] and "probe-optimized (candidate)" in alts[5]
+    assert "5 stages from 250 to 1,250 requests/s" in alts[5]
+    for alt, words in zip(alts, ["latency", "goodput", "2xx", "per second", "ECDF", "latency"],
+                          strict=True):
+        assert words in alt
