@@ -158,7 +158,7 @@ def latency_vs_load(comparison: Comparison) -> Chart:
     ax.set_yscale("log")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    alt = (f"Line chart, log scale: p50, p95 and p99 latency of 2xx answers in ms against "
+    alt = (f"Line chart, log scale: p50, p95 and p99 latency of successful answers in ms against "
            f"load, {_stage_range(comparison)}, {_arm_list(comparison)}; a dotted line marks "
            f"the SLO p95 of {slo_ms:g} ms.")
     last, picked = _last_stage_rows(comparison, rows, percentile="p95")
@@ -185,9 +185,9 @@ def throughput_vs_load(comparison: Comparison) -> Chart:
                             "Throughput and goodput")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    alt = (f"Line chart of throughput and goodput (2xx answers) in requests/s against load, "
+    alt = (f"Line chart of throughput and goodput (successful answers) in requests/s against load, "
            f"{_stage_range(comparison)}, {_arm_list(comparison)}.")
-    last, picked = _last_stage_rows(comparison, rows, measure="goodput (2xx)")
+    last, picked = _last_stage_rows(comparison, rows, measure="goodput (successes)")
     if last is not None:
         alt += (f" Goodput at {_load(comparison, last)}: "
                 f"{_arm_values(picked, 'req/s', lambda v: f'{v:,.0f} req/s', _roles(comparison))}.")
@@ -212,8 +212,8 @@ def outcome_shares(comparison: Comparison) -> Chart:
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    alt = (f"Stacked bar chart of the share of requests answered 2xx, 429 (rate-limited) or "
-           f"with an error, one bar per stage and arm, {_stage_range(comparison)}, "
+    alt = (f"Stacked bar chart of the share of requests that succeeded, were rate-limited "
+           f"(429) or failed, one bar per stage and arm, {_stage_range(comparison)}, "
            f"{_arm_list(comparison)}.")
     lowest = []
     for role, label in _roles(comparison):
@@ -221,13 +221,13 @@ def outcome_shares(comparison: Comparison) -> Chart:
         name = _arm_name(role, label)
         if not arm_rows:
             lowest.append(f"{name} no requests")
-        elif all(r["2xx"] == 1 for r in arm_rows):
+        elif all(r["success"] == 1 for r in arm_rows):
             lowest.append(f"{name} 100% at every stage")
         else:
-            worst = min(arm_rows, key=lambda r: r["2xx"])
-            lowest.append(f"{name} {worst['2xx']:.2%} at {worst['where']} "
+            worst = min(arm_rows, key=lambda r: r["success"])
+            lowest.append(f"{name} {worst['success']:.2%} at {worst['where']} "
                           f"({worst['429']:.2%} 429, {worst['errors']:.2%} errors)")
-    alt += f" Lowest 2xx share: {', '.join(lowest)}."
+    alt += f" Lowest success share: {', '.join(lowest)}."
     return Chart(fig, alt)
 
 
@@ -266,14 +266,14 @@ def latency_over_time(comparison: Comparison) -> Chart:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    alt = (f"Line chart, log scale: p95 latency of 2xx answers per second in ms over each "
+    alt = (f"Line chart, log scale: p95 latency of successful answers per second in ms over each "
            f"run's time, its stages back to back ({_stage_range(comparison)}), "
            f"{_arm_list(comparison)}.")
     parts = []
     for role, run, frame in frames:
         name = _arm_name(role, run.label)
         if frame.empty:
-            parts.append(f"{name} no 2xx answers")
+            parts.append(f"{name} no successful answers")
         else:
             parts.append(f"{name} from {_ms(float(frame['p95_ms'].min()))} to "
                          f"{_ms(float(frame['p95_ms'].max()))} over "
@@ -294,7 +294,7 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
                              f"{_ms(float(m.latency_ok.p50_ms or 0))}, p95 "
                              f"{_ms(float(m.latency_ok.p95_ms or 0))}")
         else:
-            described.append(f"{_arm_name(role, label)} no 2xx answers")
+            described.append(f"{_arm_name(role, label)} no successful answers")
     fig, ax = plt.subplots(figsize=(8, 3.8))
     if frames:
         sns.ecdfplot(pd.concat(frames), x="latency_ms", hue="arm", ax=ax,
@@ -307,7 +307,7 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
     where = (f"stage {key} ({_load(comparison, stage_metrics)})"
              if stage_metrics is not None and stage_metrics.level is not None
              else f"stage {key}" if key else "no stage (none could be compared)")
-    alt = (f"Cumulative distribution (ECDF) of the latency of 2xx answers in ms, log scale, at "
+    alt = (f"Cumulative distribution (ECDF) of the latency of successful answers in ms, log scale, at "
            f"{where}, {_arm_list(comparison)}: {'; '.join(described)}.")
     return Chart(fig, alt)
 
