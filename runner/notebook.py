@@ -264,6 +264,16 @@ def talking_points(report: ReportData) -> Any:
     return _wrap(body or "<p>No measured figure supports a talking point.</p>")
 
 
+def integrity(report: ReportData) -> Any:
+    """Measurement integrity: the CPU of k6, the target and the rest per measured stage, and
+    the generator guard's verdict."""
+    rows = summary.integrity_rows(report.comparison)
+    if not rows:
+        return _wrap("<p>These runs recorded no measurement conditions (imported, or made "
+                     "before loadproof recorded them).</p>")
+    return _wrap(_table(pd.DataFrame(rows)))
+
+
 def methodology(report: ReportData) -> Any:
     c = report.comparison
     rows = pd.DataFrame(summary.methodology_rows(c)).set_index("arm").T.reset_index()

@@ -265,6 +265,36 @@ def methodology_rows(comparison: Comparison) -> list[dict[str, str]]:
     return rows
 
 
+def integrity_rows(comparison: Comparison) -> list[dict[str, str]]:
+    """Per arm and stage record: the CPU that k6, the target and everything else used while it
+    was measured, and whether the load generator or the machine limited it."""
+    def cores(value: Any) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    rows = []
+    for role, metrics in (("baseline", comparison.baseline_metrics),
+                          ("candidate", comparison.candidate_metrics)):
+        for m in metrics:
+            for record in m.records:
+                cpu = record.get("conditions") or {}
+                guard = record.get("generator") or {}
+                if not cpu and not guard:
+                    continue
+                verdict = ("limited: " + "; ".join(guard.get("reasons") or [])
+                           if guard.get("limited") else ("ok" if guard else "—"))
+                if cpu.get("disturbed"):
+                    verdict += "; disturbed by other processes"
+                rows.append({"arm": role, "stage": str(record.get("dir", m.key)),
+                             "k6 (cores)": cores(cpu.get("k6_cpu_cores")),
+                             "target (cores)": cores(cpu.get("target_cpu_cores")),
+                             "others (cores)": cores(cpu.get("other_cpu_cores"))
+                             + (" incl. target" if "target" in (cpu.get("other_includes") or [])
+                                else ""),
+                             "machine (cores)": cores(cpu.get("machine_cpu_cores")),
+                             "generator": verdict})
+    return rows
+
+
 def settings_frame(comparison: Comparison) -> pd.DataFrame:
     base, cand = profile_settings(comparison.baseline), profile_settings(comparison.candidate)
     keys = [k for k in dict.fromkeys(list(base) + list(cand)) if k != "profile"]
@@ -316,6 +346,9 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out += ["## Interview talking points", ""]
     for point in points:
         out += [f"> {point}", ""]
+    integrity = integrity_rows(comparison)
+    if integrity:
+        out += ["## Measurement integrity", "", _md_table(integrity), ""]
     out += ["## Methodology and provenance", "", METHOD_TEXT, "",
             _md_table(methodology_rows(comparison)), ""]
     return "\n".join(out)
