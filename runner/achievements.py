@@ -122,11 +122,14 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
             measurements[name] = _measurement(comparison, head, metric)
     cap = comparison.capacity
     if cap.ratio is not None:
-        metrics["capacity_increase"] = fmt_ratio(cap.ratio, cap.ratio_bound) + (
+        claimed, bound = cap.claimed_bound()
+        metrics["capacity_increase"] = cap.ratio_text() + (
             "" if cap.verdict == "improved" else f" ({cap.verdict})")
         measurements["capacity_increase"] = {
-            "ratio": cap.ratio,
-            "ci95": None, "bound": cap.ratio_bound,
+            # a gain states its lower bound, a loss its upper bound, anything else the ratio
+            # of the grid's lower bounds with the verdict that it is no claim
+            "ratio": claimed if claimed is not None else cap.ratio,
+            "ci95": None, "bound": bound,
             "metric": f"highest {cap.model or ''} level meeting p95 <= {cap.slo.p95_ms:g} ms and "
                       f"success >= {cap.slo.success:.0%}".replace("  ", " "),
             "stage": None, "baseline": float(cap.baseline.level or 0),
@@ -148,7 +151,7 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
     elif cap.ratio is None or cap.ratio <= 0:
         omitted["cost_savings"] = f"needs a measured capacity ratio: {omitted['capacity_increase']}"
     elif cap.verdict == "regressed" or cap.ratio < 1:
-        omitted["cost_savings"] = (f"capacity fell ({fmt_ratio(cap.ratio, cap.ratio_bound)}): "
+        omitted["cost_savings"] = (f"capacity fell ({cap.ratio_text()}): "
                                    "the candidate needs more instances, not fewer")
     elif cap.verdict != "improved" or not cap.ratio_low or cap.ratio_low <= 1:
         omitted["cost_savings"] = (f"savings need a capacity gain whose lower bound is above 1; "
@@ -214,7 +217,8 @@ def _default_title(metrics: dict[str, str], measurements: dict[str, Any], base: 
     cap = measurements.get("capacity_increase")
     if cap is not None and cap["verdict"] in ("improved", "regressed"):
         what = "of the baseline's capacity" if cap["verdict"] == "regressed" else "capacity"
-        return f"{fmt_ratio(cap['ratio'], cap['bound'])} {what}: {cand} vs {base}{worse}"
+        shown = metrics["capacity_increase"].split(" (")[0]
+        return f"{shown} {what}: {cand} vs {base}{worse}"
     if regressions:
         return f"{cand} vs {base}: worse at {'; '.join(regressions)}"
     return f"{cand} vs {base}: measured comparison"
@@ -234,8 +238,7 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
     if "capacity_increase" in metrics:
         cap = comparison.capacity
         parts.append(f"capacity under the SLO from {cap.baseline.shown()} to "
-                     f"{cap.candidate.shown()} ({fmt_ratio(cap.ratio, cap.ratio_bound)}, "
-                     f"{cap.verdict})")
+                     f"{cap.candidate.shown()} ({cap.ratio_text()}, {cap.verdict})")
     regressions = regression_texts(comparison)
     if regressions:
         parts.append("significantly worse: " + "; ".join(regressions))

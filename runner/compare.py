@@ -120,10 +120,6 @@ class ArmCapacity:
         return f"{self.level}–<{self.upper}{unit}"
 
 
-# how a capacity ratio's bound reads after the ratio
-_BOUND_WORDS = {"at_least": " (lower bound)", "at_most": " (upper bound)"}
-
-
 @dataclass
 class Capacity:
     slo: Slo
@@ -139,10 +135,24 @@ class Capacity:
     verdict: str = "not comparable"
 
     def ratio_text(self) -> str:
-        """"0.33x (upper bound)", or why there is no ratio."""
+        """The ratio as its range on the grid ("1.50x–3.00x", "≥2.00x", "<0.67x"), never the
+        ratio of the two lower bounds alone; or why there is no ratio."""
         if self.ratio is None:
             return f"no ratio: {self.reason}"
-        return f"{self.ratio:.2f}x{_BOUND_WORDS.get(self.ratio_bound or '', '')}"
+        low, high = self.ratio_low or 0.0, self.ratio_high
+        if high is None:
+            return f"≥{low:.2f}x" if low > 0 else "any ratio (the grid bounds neither arm)"
+        if low <= 0:
+            return f"<{high:.2f}x"
+        return f"{low:.2f}x–{high:.2f}x"
+
+    def claimed_bound(self) -> tuple[float | None, str | None]:
+        """The figure a claim may state: the lower bound of a gain, the upper bound of a loss."""
+        if self.verdict == "improved":
+            return self.ratio_low, "at_least"
+        if self.verdict == "regressed":
+            return self.ratio_high, "at_most"
+        return self.ratio, None
 
     def range_text(self) -> str:
         """The grid's range of the ratio: "[1.00x, 3.00x)" or "[1.00x, ∞)"."""
@@ -329,7 +339,8 @@ def _apply_tradeoff_guard(stage: StageComparison) -> None:
     (failing fast is quick, and sheds load)."""
     success = stage.metrics["success_rate"]
     b, c = success.baseline, success.candidate
-    fell = b is not None and c is not None and (success.verdict == "regressed" or c < b - 0.01)
+    # a material fall: half a percentage point, whatever its significance
+    fell = b is not None and c is not None and c < b - 0.005
     if not fell:
         return
     assert b is not None and c is not None
@@ -353,8 +364,9 @@ def delivery_problem(m: StageMetrics) -> str | None:
     an achieved request rate under 95% of the planned rate."""
     for part in _parts(m):
         if part.model != "rate" or not part.level or part.duration_s <= 0:
-            if part.dropped_iterations:
-                return f"{part.dropped_iterations} dropped iterations"
+            if part.dropped_iterations and part.dropped_iterations > 0.01 * max(part.requests, 1):
+                return (f"{part.dropped_iterations} dropped iterations (over 1% of "
+                        f"{part.requests} requests)")
             continue
         planned = part.level * part.duration_s
         repeat = f" in repeat {part.repeats[0]}" if len(_parts(m)) > 1 else ""
@@ -389,23 +401,27 @@ def _window(record: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
         return None
 
 
-def _overlaps(base: StageMetrics, cand_run: Run, baseline: Run) -> str | None:
-    """The candidate measured while the baseline's load ran (or the other way round), on the
-    same host: neither arm was measured alone."""
+def _overlaps(base: StageMetrics, cand: StageMetrics, baseline: Run, candidate: Run) \
+        -> str | None:
+    """This stage of either arm was measured while any stage of the other arm ran, on the same
+    host: neither arm was measured alone."""
     base_host = (baseline.manifest.get("machine_info") or {}).get("node")
-    cand_host = (cand_run.manifest.get("machine_info") or {}).get("node")
+    cand_host = (candidate.manifest.get("machine_info") or {}).get("node")
     if not base_host or base_host != cand_host:
         return None
-    cand_windows = [w for r in cand_run.usable_stages() if (w := _window(r)) is not None]
-    for record in base.records:
-        window = _window(record)
-        if window is None:
-            continue
-        for start, end in cand_windows:
-            if start < window[1] and window[0] < end:
-                return (f"the arms' measured windows overlap on host {base_host} (baseline "
-                        f"{record.get('dir', base.key)} {window[0]:%H:%M:%S}–{window[1]:%H:%M:%S}"
-                        f", candidate {start:%H:%M:%S}–{end:%H:%M:%S}): neither was measured alone")
+    for arm, mine, other, other_arm in (("baseline", base, candidate, "candidate"),
+                                        ("candidate", cand, baseline, "baseline")):
+        windows = [(r, w) for r in other.usable_stages() if (w := _window(r)) is not None]
+        for record in mine.records:
+            window = _window(record)
+            if window is None:
+                continue
+            for other_record, (start, end) in windows:
+                if start < window[1] and window[0] < end:
+                    return (f"the arms' measured windows overlap on host {base_host} ({arm} "
+                            f"{record.get('dir', mine.key)} {window[0]:%H:%M:%S}–"
+                            f"{window[1]:%H:%M:%S}, {other_arm} {other_record.get('dir')} "
+                            f"{start:%H:%M:%S}–{end:%H:%M:%S}): neither was measured alone")
     return None
 
 
@@ -462,7 +478,12 @@ def _level_status(m: StageMetrics, slo: Slo) -> tuple[str, str]:
     results = [slo.check(part) for part in _parts(m)]
     met = [ok for ok, _ in results]
     pooled_ok, pooled_why = slo.check(m)
+    unfair = _generator_limited(m, "the arm") or _disturbed(m, "the arm")
+    if unfair is not None:
+        return "mixed", f"not measured fairly ({unfair}); {pooled_why}"
     if problem is not None:
+        if not any(met):  # fewer arrivals than planned, and still the SLO failed
+            return "misses", f"load not delivered ({problem}) and {pooled_why}"
         return "mixed", f"load not delivered ({problem}); {pooled_why}"
     if all(met):
         return "meets", pooled_why
@@ -564,7 +585,7 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
 
 def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMetrics], slo: Slo,
                    rng: np.random.Generator, guards: list[str] | None = None, *,
-                   overlap: Callable[[StageMetrics], str | None] | None = None) \
+                   overlap: Callable[[StageMetrics, StageMetrics], str | None] | None = None) \
         -> list[StageComparison]:
     """Every stage present in both arms: its metrics, guards and withheld claims (the claim
     family's correction is applied by the caller, across all stages)."""
@@ -593,7 +614,7 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
             limited = _generator_limited(m, arm)
             if limited is not None:
                 _withhold(stage, "load generator limited", limited)
-        overlapped = overlap(base) if overlap is not None else None
+        overlapped = overlap(base, cand) if overlap is not None else None
         if overlapped is not None:
             _withhold(stage, "arms overlapped", overlapped)
         stages.append(stage)
@@ -604,6 +625,23 @@ def headline_claims(stages: list[StageComparison]) -> list[tuple[str, str, str]]
     """(stage, metric, claim) for every claim a headline, title or summary would make."""
     return [(s.key, name, m.claim) for s in stages for name, m in s.metrics.items()
             if m.claim in ("improved", "regressed", "trade-off")]
+
+
+def _confirm_capacity(capacity: Capacity, stages: list[StageComparison]) -> None:
+    """A capacity verdict from the grid stands only when the level that decides it shows the
+    difference as a claim (p95 or success rate, after Holm's correction): a level where one
+    arm's repeats all just met the SLO and the other's all just missed it is no evidence."""
+    if capacity.verdict not in ("improved", "regressed"):
+        return
+    level = (capacity.baseline.upper if capacity.verdict == "improved"
+             else capacity.candidate.upper)
+    stage = next((s for s in stages if s.level == level), None)
+    if stage is not None and any(stage.metrics[name].claim == capacity.verdict
+                                 for name in ("latency_p95_ms", "success_rate")):
+        return
+    capacity.reason = (f"the grid says {capacity.verdict}, but at {level} neither p95 nor the "
+                       "success rate differs significantly (after Holm's correction)")
+    capacity.verdict = "no significant change"
 
 
 def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
@@ -645,9 +683,10 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
                       "compared stage by stage; only each arm's capacity is reported")
     else:
         stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
-                                overlap=lambda base: _overlaps(base, candidate, baseline))
+                                overlap=lambda b, c: _overlaps(b, c, baseline, candidate))
     family = apply_claim_family(stages)
     capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
+    _confirm_capacity(capacity, stages)
     headline = None
     for stage in reversed(stages):
         if stage.metrics["latency_p95_ms"].ratio is not None and not stage.withheld:

@@ -29,9 +29,12 @@ SATURATED_SAMPLES = 0.5
 
 
 def _busy_seconds() -> float:
-    """CPU seconds the machine's cores spent busy (steal excluded: that is the hypervisor's)."""
+    """CPU seconds the machine's cores spent running processes (steal excluded: that is the
+    hypervisor's)."""
     t = psutil.cpu_times()
-    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
+    # interrupts are excluded too: on loopback they are the load's own packets, not "others"
+    idle = (t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
+            + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
     return float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
 
 

@@ -185,12 +185,13 @@ def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | Non
         return float(measured), str(record.get("duration_source") or "measured")
     planned = float(planned)
     measured, how = None, ""
-    if record.get("measured_s") is not None:
-        measured, how = float(record["measured_s"]), "measured (stage record)"
-    if measured is None and run is not None:
+    # k6's own test duration first: then the stage's rates are the ones k6 itself reports
+    if run is not None:
         test = _summary_run_duration(run, record)
         if test is not None:
             measured, how = test - warmup, "measured (k6 summary)"
+    if measured is None and record.get("measured_s") is not None:
+        measured, how = float(record["measured_s"]), "measured (stage record)"
     if measured is None:
         wall = _seconds_between(record.get("started_at"), record.get("ended_at"))
         if wall is not None:
@@ -251,7 +252,17 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
         empty = np.empty(0, dtype=np.int64)
         return Blocks(empty, empty, np.empty(0), empty, duration_s)
     micros = frame["timestamp"].dt.epoch("us").to_numpy()
-    block = ((micros - micros.min()) // 1_000_000).astype(np.int64)
+    repeats = frame["repeat"].to_numpy() if "repeat" in frame.columns \
+        else np.zeros(len(frame), dtype=np.int64)
+    # seconds counted from each repeat's own first request, numbered densely across repeats:
+    # the hours between pooled repeats are no empty blocks
+    second = np.zeros(len(frame), dtype=np.int64)
+    for value in np.unique(repeats):
+        rows = repeats == value
+        second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
+    _, block = np.unique(np.stack([repeats.astype(np.int64), second]), axis=1,
+                         return_inverse=True)
+    block = np.asarray(block, dtype=np.int64).ravel()
     count = int(block.max()) + 1
     requests = np.bincount(block, minlength=count).astype(np.int64)
     successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)

@@ -243,7 +243,7 @@ def capacity(report: ReportData) -> Any:
                  "knee reason": arm.knee_reason or "—"}
                 for role, run, arm in (("baseline", comp.baseline, cap.baseline),
                                        ("candidate", comp.candidate, cap.candidate))]
-        verdict = f" ({cap.range_text()}; {cap.verdict})" if cap.ratio is not None else ""
+        verdict = f" ({cap.verdict})" if cap.ratio is not None else ""
         parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
                      f"{html.escape(cap.ratio_text() + verdict)}</h4>"
                      + _table(pd.DataFrame(rows)))

@@ -56,7 +56,7 @@ def comparison_table(comparison: Comparison) -> str:
     lines += ["", f"capacity (p95 <= {cap.slo.p95_ms:g} ms, success >= {cap.slo.success:.0%}): "
                   f"baseline {cap.baseline.shown()}, candidate {cap.candidate.shown()} -> "
                   f"{cap.ratio_text()}"
-                  + (f" ({cap.range_text()}; {cap.verdict})" if cap.ratio is not None else "")]
+                  + (f" ({cap.verdict})" if cap.ratio is not None else "")]
     for arm, capacity in (("baseline", cap.baseline), ("candidate", cap.candidate)):
         if capacity.knee_level is not None:
             lines.append(f"knee ({arm}): {capacity.knee_level} — {capacity.knee_reason}")

@@ -27,6 +27,7 @@ IntArray = NDArray[np.int64]
 MIN_REPEATS_FOR_VERDICT = 3
 ALPHA = 0.05
 BLOCK_DRAWS = 400
+MIN_BLOCKS = 5
 # relative width of the histogram buckets the within-run bootstrap resamples latencies in
 BUCKET_WIDTH = 0.005
 
@@ -196,7 +197,8 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
     """A 95% percentile interval from resampling each run's 1-second blocks. It describes the
     variation within these runs only, never run-to-run variation, so it supports no verdict.
     ``metric`` is a quantile ("q0.95"), "throughput", "goodput" or "success"."""
-    if base.count == 0 or cand.count == 0:
+    if base.count < MIN_BLOCKS or cand.count < MIN_BLOCKS:
+        # a handful of seconds cannot show how a run varies over its time
         return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
     w_base = _block_weights(base.count, draws, rng)
     w_cand = _block_weights(cand.count, draws, rng)

@@ -24,11 +24,14 @@ METHOD_TEXT = (
     "success rate at every stage) are corrected together with Holm's method. With fewer "
     "repeats the figures are shown as measured, not as verdicts: with one repeat the interval "
     "is a block bootstrap over 1-second blocks and covers variation within that run only. "
-    "Shares carry Wilson intervals. A stage where the planned load was not delivered (over 1% "
-    "of iterations dropped, or under 95% of the planned rate), where other processes took "
-    "material CPU, or where the arms' measured windows overlapped, makes no claim. Capacity is "
-    "the highest level that it and every lower level met the SLO at in every repeat, stated "
-    "with the lowest level missed in every repeat.")
+    "Stage tables show shares with Wilson intervals. A stage where the planned load was not "
+    "delivered (over 1% of iterations dropped, or under 95% of the planned rate), where the "
+    "load generator or the machine was saturated, where other processes took material CPU, or "
+    "where the arms' measured windows overlapped, makes no claim. Capacity is the highest "
+    "level that it and every lower level met the SLO at in every repeat, up to the lowest "
+    "level missed in every repeat; the capacity ratio is shown as its range on that grid, and "
+    "a capacity verdict also needs the level that decides it to show a corrected p95 or "
+    "success-rate claim.")
 
 
 def _ms(value: float | None) -> str:
@@ -48,7 +51,13 @@ def _improvement(metric: MetricComparison) -> str:
         return f"not comparable ({'; '.join(metric.reasons)})" if metric.reasons \
             else "not comparable"
     ci = f" [{metric.ci95[0]:.2f}–{metric.ci95[1]:.2f}]" if metric.ci95 else ""
-    verdict = metric.claim or metric.verdict
+    if metric.claim is not None:
+        verdict = metric.claim
+    elif metric.verdict in ("improved", "regressed", "trade-off"):
+        # outside the corrected claim family (p95, goodput, success rate): a figure, no claim
+        verdict = "(table only, not a claim)"
+    else:
+        verdict = metric.verdict
     word = {"improved": "better", "regressed": "worse"}.get(verdict, verdict)
     return f"{fmt_ratio(metric.ratio)}{ci} {word}"
 
@@ -82,8 +91,7 @@ def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
         "Metric": f"Capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ {cap.slo.success:.0%})",
         "Before": _capacity_cell(cap.baseline.shown(unit), comparison.baseline_metrics),
         "After": _capacity_cell(cap.candidate.shown(unit), comparison.candidate_metrics),
-        "Improvement": (f"{fmt_ratio(cap.ratio, cap.ratio_bound)} ({cap.range_text()}) "
-                        f"{cap.verdict}") if cap.ratio is not None
+        "Improvement": f"{cap.ratio_text()} {cap.verdict}" if cap.ratio is not None
         else f"no ratio: {cap.reason}",
     })
     return rows
@@ -221,7 +229,7 @@ def talking_points(comparison: Comparison) -> list[str]:
     if cap.ratio is not None and cap.verdict == "improved":
         points.append(f"Under an SLO of p95 ≤ {cap.slo.p95_ms:g} ms and ≥ {cap.slo.success:.0%} "
                       f"success, capacity went from {cap.baseline.level} to "
-                      f"{cap.candidate.level} {unit} ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
+                      f"{cap.candidate.level} {unit} ({cap.ratio_text()}).")
     elif cap.ratio is not None and cap.verdict == "regressed":
         held = f"{'every stage up to ' if cap.baseline.bound == 'at_least' else ''}"
         points.append(f"Capacity under the SLO (p95 ≤ {cap.slo.p95_ms:g} ms, ≥ "
@@ -229,7 +237,7 @@ def talking_points(comparison: Comparison) -> list[str]:
                       f"{cap.baseline.level} {unit}, the candidate "
                       + (f"held {cap.candidate.level} {unit}" if cap.candidate.level
                          else "held no stage")
-                      + f" ({fmt_ratio(cap.ratio, cap.ratio_bound)}).")
+                      + f" ({cap.ratio_text()}).")
     return points
 
 

@@ -122,7 +122,8 @@ def test_capacity_from_one_repeat_is_not_replicated(tmp_path: Path) -> None:
     comparison = compare_runs(base, cand)
     assert comparison.capacity.verdict == "not replicated"
     record = build_achievement(comparison, AchievementOptions(unit_cost=100.0))
-    assert record["metrics"]["capacity_increase"] == "≥5.0x (not replicated)"
+    # baseline in [10, 50), candidate at least 50: the ratio is at least 1.00x
+    assert record["metrics"]["capacity_increase"] == "≥1.00x (not replicated)"
     assert "cost_savings" not in record["metrics"]
     assert record["measurements"]["latency_improvement"]["verdict"] == "not replicated"
     assert not {m["verdict"] for m in record["measurements"].values()} & CLAIMS
@@ -165,3 +166,52 @@ def test_disturbed_stage_makes_no_claim(tmp_path: Path) -> None:
     stage = comparison.stage("s1-10vus")
     assert stage.metrics["latency_p95_ms"].verdict == "disturbed"
     assert "0.80 cores" in stage.withheld[0]
+
+
+def test_overlap_is_caught_from_either_arm(tmp_path: Path) -> None:
+    # the candidate's second stage ran during the baseline's first: both stages are suspect
+    rng = np.random.default_rng(9)
+    stages = {"s1-10vus": 10, "s2-50vus": 50}
+    base = make_repeated_run(tmp_path, "b", {k: (v, three(rng, 90, 110)) for k, v in
+                                             stages.items()})
+    cand = make_repeated_run(tmp_path, "c", {k: (v, three(rng, 40, 60)) for k, v in
+                                             stages.items()})
+    base, cand = _set_windows(base, 0), _set_windows(cand, 20)
+    for record in cand.manifest["stages"]:
+        if record["key"] == "s2-50vus":
+            record["started_at"] = "2026-01-01T10:00:05+00:00"
+            record["ended_at"] = "2026-01-01T10:00:25+00:00"
+    comparison = compare_runs(base, cand)
+    assert comparison.stage("s2-50vus").withheld, "the candidate's overlapping stage"
+    assert comparison.stage("s1-10vus").withheld, "the baseline's overlapped stage"
+
+
+def test_capacity_near_the_slo_is_no_claim(tmp_path: Path) -> None:
+    # every baseline repeat just misses a 400 ms SLO at 100 users, every candidate repeat just
+    # meets it: the grid alone would call that a capacity gain; the p95s barely differ
+    rng = np.random.default_rng(10)
+    fast = three(rng, 20, 40)
+    def near(*p95s: float) -> list[Samples]:
+        return [([p95] * 300, [200] * 300) for p95 in p95s]
+
+    base = make_repeated_run(tmp_path, "b", {"s1-50vus": (50, fast),
+                                             "s2-100vus": (100, near(401, 409, 404))})
+    cand = make_repeated_run(tmp_path, "c", {"s1-50vus": (50, three(rng, 20, 40)),
+                                             "s2-100vus": (100, near(399, 390, 396))})
+    cap = compare_runs(base, cand).capacity
+    assert (cap.baseline.level, cap.baseline.upper, cap.candidate.level) == (50, 100, 100)
+    assert cap.verdict == "no significant change"
+    assert "neither p95 nor the success rate differs significantly" in (cap.reason or "")
+
+
+def test_capacity_ignores_a_disturbed_stage(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    base = make_repeated_run(tmp_path, "b", {"s1-10vus": (10, three(rng, 20, 40)),
+                                             "s2-100vus": (100, three(rng, 600, 800))})
+    cand = make_repeated_run(tmp_path, "c", {"s1-10vus": (10, three(rng, 20, 40)),
+                                             "s2-100vus": (100, three(rng, 20, 40))})
+    base = _set_windows(base, 0, conditions={"disturbed": True, "other_cpu_cores": 0.9})
+    cap = compare_runs(base, _set_windows(cand, 10)).capacity
+    # the baseline's misses were measured while others took the CPU: they decide nothing
+    assert cap.baseline.upper is None and cap.verdict != "improved"
+    assert "not measured fairly" in cap.baseline.checks["s2-100vus"]
