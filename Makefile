@@ -27,11 +27,12 @@ test: install lint
 
 # What a fresh machine sees: the system libraries WeasyPrint can do without are made
 # unloadable (tests/hide_libs/sitecustomize.py; no root, nothing uninstalled), and the tests
-# that write PDFs run again, with warnings as errors.
+# that write PDFs run again: the PDF export in-process with warnings as errors, and whole
+# reports through the CLI.
 OPTIONAL_LIBS := harfbuzz-subset,harfbuzz-vector
 test-without-optional-libs: install
 	PYTHONPATH="$(CURDIR)/tests/hide_libs" LOADPROOF_HIDE_LIBS=$(OPTIONAL_LIBS) \
-		$(BIN)/pytest -p no:cacheprovider tests/test_fresh_machine.py tests/test_pipeline.py
+		$(BIN)/pytest -p no:cacheprovider tests/test_fresh_machine.py tests/test_report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
