@@ -19,7 +19,7 @@ stages: [5, 20]
 stage_duration: 2s
 warmup: 1s
 repeat: 2
-probe: {stages: [100], stage_duration: 2s}
+probe: {stages: [100], stage_duration: 2s, repeat: 1}
 report: {interview_value: high}
 """
 
