@@ -81,6 +81,7 @@ K6_EXIT_CODES = {
     110: "k6 could not open a network connection to an output",
 }
 PREFLIGHT_TIMEOUT_S = 5.0
+_K6_ERROR = re.compile(r'level=error msg="((?:[^"\\]|\\.)*)"')
 STOP_GRACE_S = 30.0  # k6's time to stop gracefully (and write its summary) after SIGINT
 PLAN_MODES = ("auto", "stages", "script")
 # sub-metrics of the measured scenario, so k6's summary carries them apart from the warm-up
@@ -476,6 +477,7 @@ class RunSession:
         code = outcome.code
         summary = (f"{title}: {record['status']}, {record.get('requests', 0)} requests"
                    + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else "")
+                   + (f": {record['k6_error']}" if record.get("k6_error") else "")
                    + _crossed_note(record))
         self.progress.line(summary)
         if outcome.interrupted:
@@ -569,6 +571,9 @@ class RunSession:
             record["aborted_on"] = aborted
         if code != 0 and code != 99:
             record["k6_message"] = _tail(stage_dir / "k6.log")
+            errors = _K6_ERROR.findall(log)
+            if errors:  # k6's own words for why, so nobody has to open k6.log
+                record["k6_error"] = errors[-1].replace('\\"', '"').split("\\n")[0]
 
     def _set_status(self, record: dict[str, Any], outcome: K6Outcome) -> None:
         code = outcome.code
@@ -592,7 +597,9 @@ class RunSession:
             record["status"] = "complete"
         else:
             record["status"] = "failed"
-            record["status_reason"] = f"k6 exited {code}: {record['k6_exit_meaning']}"
+            record["status_reason"] = (f"k6 exited {code}: {record['k6_exit_meaning']}"
+                                       + (f": {record['k6_error']}" if record.get("k6_error")
+                                          else ""))
 
     def _read_summary(self, records: list[dict[str, Any]], stage_dir: Path,
                       summary_tmp: Path) -> dict[str, Any] | None:

@@ -335,3 +335,24 @@ def test_cli_chooses_the_mode_and_names_the_conflict(tmp_path: Path, runs_dir: P
     assert run.manifest["plan"]["model"] == "script"
     assert [s["key"] for s in run.stages] == ["s1-2vus", "s2-4vus"]
     assert "the script drives the load" in ran.stderr
+
+
+def test_k6_errors_name_their_cause_in_the_stage_record(tmp_path: Path, runs_dir: Path,
+                                                       server: str) -> None:
+    script = write(tmp_path, "broken.js", "import http from 'k6/http';\n"
+                   "export default function () { http.get(__ENV.LP_TARGET); }\n"
+                   "export function teardown() { throw new Error('teardown broke here'); }\n")
+    run = run_stages(make_plan("1", stage_duration="1s"), label="broken", target=server,
+                     script=str(script), out_dir=runs_dir, progress=QUIET)
+    (stage,) = run.stages
+    assert stage["status"] == "failed" and stage["k6_exit_code"] != 0
+    assert "teardown broke here" in stage["status_reason"]
+
+
+def test_shipped_scripts_record_the_measured_window(runs_dir: Path, server: str) -> None:
+    run = run_stages(make_plan("10", model="rate", stage_duration="1s", warmup="1s"),
+                     label="quick", target=server, script="quick", out_dir=runs_dir,
+                     progress=QUIET)
+    (stage,) = load_run(run.path).stages
+    assert stage["measured_s"] == 1.0 and stage["hosts"] is None  # no url tag: not recorded
+    assert stage["load_started_at"] <= stage["first_request_at"] <= stage["last_request_at"]
