@@ -356,3 +356,24 @@ def test_shipped_scripts_record_the_measured_window(runs_dir: Path, server: str)
     (stage,) = load_run(run.path).stages
     assert stage["measured_s"] == 1.0 and stage["hosts"] is None  # no url tag: not recorded
     assert stage["load_started_at"] <= stage["first_request_at"] <= stage["last_request_at"]
+
+
+def test_handle_summary_files_land_in_the_stage_folder(tmp_path: Path, runs_dir: Path,
+                                                       server: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    script = write(tmp_path, "own_summary.js", """
+import http from 'k6/http';
+export default function () { http.get(__ENV.LP_TARGET); }
+export function handleSummary(data) {
+  return { 'my-summary.json': JSON.stringify({ reqs: data.metrics.http_reqs.values.count }) };
+}
+""")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = run_stages(make_plan("1", stage_duration="1s"), label="own", target=server,
+                     script=str(script), out_dir=runs_dir, progress=QUIET)
+    (stage,) = run.stages
+    written = json.loads((run.path / "stages" / stage["dir"] / "my-summary.json").read_text())
+    assert written["reqs"] > 0 and list(elsewhere.iterdir()) == []
+    assert summary(run, stage)["http_reqs"]["count"] == written["reqs"]  # export still written
