@@ -377,3 +377,47 @@ export function handleSummary(data) {
     written = json.loads((run.path / "stages" / stage["dir"] / "my-summary.json").read_text())
     assert written["reqs"] > 0 and list(elsewhere.iterdir()) == []
     assert summary(run, stage)["http_reqs"]["count"] == written["reqs"]  # export still written
+
+
+def _processes_with_env(marker: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_k6_that_ignores_sigint_is_killed_with_its_whole_group_at_its_time_bound(
+        tmp_path: Path, runs_dir: Path, server: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a stand-in for a hung k6: answers 'version' as the real one does, then on 'run' ignores
+    # SIGINT and waits on a child of its own (which a kill of the leader alone would orphan)
+    real = execute.find_k6()
+    fake = write(tmp_path, "k6", f"""#!/bin/sh
+if [ "$1" = version ]; then exec {real} version; fi
+trap '' INT
+sleep 300 &
+wait
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("K6_BINARY", str(fake))
+    monkeypatch.setattr(execute, "BOUND_SLACK_S", 0.0)
+    monkeypatch.setattr(execute, "STOP_GRACE_S", 1.0)
+    marker = f"LP_SUMMARY_PATH={runs_dir}".encode()
+    started = time.monotonic()
+    try:
+        run = run_stages(make_plan("1", stage_duration="1s"), label="hung", target=server,
+                         script="quick", out_dir=runs_dir, progress=QUIET)
+        left = _processes_with_env(marker)
+        assert left == [], f"still running: {left}"
+    finally:
+        for pid in _processes_with_env(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - started < 20
+    (stage,) = run.stages
+    assert stage["status"] == "incomplete"
+    assert stage["status_reason"] == "k6 ran past its time bound and was stopped"
