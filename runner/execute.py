@@ -81,7 +81,9 @@ K6_EXIT_CODES = {
     110: "k6 could not open a network connection to an output",
 }
 PREFLIGHT_TIMEOUT_S = 5.0
+_K6_ERROR = re.compile(r'level=error msg="((?:[^"\\]|\\.)*)"')
 STOP_GRACE_S = 30.0  # k6's time to stop gracefully (and write its summary) after SIGINT
+BOUND_SLACK_S = 120.0  # k6 is stopped this long after its stage (or test) should have ended
 PLAN_MODES = ("auto", "stages", "script")
 # sub-metrics of the measured scenario, so k6's summary carries them apart from the warm-up
 MAIN_THRESHOLDS: dict[str, list[Any]] = {
@@ -123,20 +125,23 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)  # k6 leads a session (and process group) of its own
 
 
-def stop_k6(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+def stop_k6(proc: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
     """Stop k6 on any exit path: SIGINT to its process group (k6 stops gracefully and writes
-    its summary), a bounded wait, then SIGKILL to the group; always reaped. A second Ctrl-C
-    during the wait goes straight to SIGKILL."""
+    its summary), a bounded wait, then SIGKILL to the group (whatever is left in it, whether
+    or not k6 itself stopped); always reaped. A second Ctrl-C during the wait goes straight
+    to SIGKILL."""
     if proc.poll() is not None:
         return
     try:
         _signal_group(proc, signal.SIGINT)
-        proc.wait(grace_s)
+        proc.wait(STOP_GRACE_S if grace_s is None else grace_s)
     except BaseException as exc:
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
         if not isinstance(exc, subprocess.TimeoutExpired):
             raise
+    else:
+        _signal_group(proc, signal.SIGKILL)  # the group outlives its leader while members live
 
 
 def stage_env(stage: Stage, repeat: int, target: str, summary_path: Path) -> dict[str, str]:
@@ -457,7 +462,7 @@ class RunSession:
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
         outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
-                                 limit_s=stage.duration_s + stage.warmup_s + 120)
+                                 limit_s=stage.duration_s + stage.warmup_s + BOUND_SLACK_S)
         self._record_exit(record, outcome, stage_dir)
         try:
             self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage.key, repeat)
@@ -476,6 +481,7 @@ class RunSession:
         code = outcome.code
         summary = (f"{title}: {record['status']}, {record.get('requests', 0)} requests"
                    + (f", k6 exit {code} ({record['k6_exit_meaning']})" if code else "")
+                   + (f": {record['k6_error']}" if record.get("k6_error") else "")
                    + _crossed_note(record))
         self.progress.line(summary)
         if outcome.interrupted:
@@ -549,7 +555,7 @@ class RunSession:
                                  capture_output=True, text=True, timeout=60, env=dict(env),
                                  check=False)
             total = json.loads(out.stdout).get("totalDuration")
-            return parse_duration(total or "10m30s", what="totalDuration") + 120
+            return parse_duration(total or "10m30s", what="totalDuration") + BOUND_SLACK_S
         except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, UsageError):
             return 3600.0
 
@@ -569,6 +575,9 @@ class RunSession:
             record["aborted_on"] = aborted
         if code != 0 and code != 99:
             record["k6_message"] = _tail(stage_dir / "k6.log")
+            errors = _K6_ERROR.findall(log)
+            if errors:  # k6's own words for why, so nobody has to open k6.log
+                record["k6_error"] = errors[-1].replace('\\"', '"').split("\\n")[0]
 
     def _set_status(self, record: dict[str, Any], outcome: K6Outcome) -> None:
         code = outcome.code
@@ -592,7 +601,9 @@ class RunSession:
             record["status"] = "complete"
         else:
             record["status"] = "failed"
-            record["status_reason"] = f"k6 exited {code}: {record['k6_exit_meaning']}"
+            record["status_reason"] = (f"k6 exited {code}: {record['k6_exit_meaning']}"
+                                       + (f": {record['k6_error']}" if record.get("k6_error")
+                                          else ""))
 
     def _read_summary(self, records: list[dict[str, Any]], stage_dir: Path,
                       summary_tmp: Path) -> dict[str, Any] | None:

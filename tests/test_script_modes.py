@@ -335,3 +335,89 @@ def test_cli_chooses_the_mode_and_names_the_conflict(tmp_path: Path, runs_dir: P
     assert run.manifest["plan"]["model"] == "script"
     assert [s["key"] for s in run.stages] == ["s1-2vus", "s2-4vus"]
     assert "the script drives the load" in ran.stderr
+
+
+def test_k6_errors_name_their_cause_in_the_stage_record(tmp_path: Path, runs_dir: Path,
+                                                       server: str) -> None:
+    script = write(tmp_path, "broken.js", "import http from 'k6/http';\n"
+                   "export default function () { http.get(__ENV.LP_TARGET); }\n"
+                   "export function teardown() { throw new Error('teardown broke here'); }\n")
+    run = run_stages(make_plan("1", stage_duration="1s"), label="broken", target=server,
+                     script=str(script), out_dir=runs_dir, progress=QUIET)
+    (stage,) = run.stages
+    assert stage["status"] == "failed" and stage["k6_exit_code"] != 0
+    assert "teardown broke here" in stage["status_reason"]
+
+
+def test_shipped_scripts_record_the_measured_window(runs_dir: Path, server: str) -> None:
+    run = run_stages(make_plan("10", model="rate", stage_duration="1s", warmup="1s"),
+                     label="quick", target=server, script="quick", out_dir=runs_dir,
+                     progress=QUIET)
+    (stage,) = load_run(run.path).stages
+    assert stage["measured_s"] == 1.0 and stage["hosts"] is None  # no url tag: not recorded
+    assert stage["load_started_at"] <= stage["first_request_at"] <= stage["last_request_at"]
+
+
+def test_handle_summary_files_land_in_the_stage_folder(tmp_path: Path, runs_dir: Path,
+                                                       server: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    script = write(tmp_path, "own_summary.js", """
+import http from 'k6/http';
+export default function () { http.get(__ENV.LP_TARGET); }
+export function handleSummary(data) {
+  return { 'my-summary.json': JSON.stringify({ reqs: data.metrics.http_reqs.values.count }) };
+}
+""")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = run_stages(make_plan("1", stage_duration="1s"), label="own", target=server,
+                     script=str(script), out_dir=runs_dir, progress=QUIET)
+    (stage,) = run.stages
+    written = json.loads((run.path / "stages" / stage["dir"] / "my-summary.json").read_text())
+    assert written["reqs"] > 0 and list(elsewhere.iterdir()) == []
+    assert summary(run, stage)["http_reqs"]["count"] == written["reqs"]  # export still written
+
+
+def _processes_with_env(marker: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_k6_that_ignores_sigint_is_killed_with_its_whole_group_at_its_time_bound(
+        tmp_path: Path, runs_dir: Path, server: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a stand-in for a hung k6: answers 'version' as the real one does, then on 'run' ignores
+    # SIGINT and waits on a child of its own (which a kill of the leader alone would orphan)
+    real = execute.find_k6()
+    fake = write(tmp_path, "k6", f"""#!/bin/sh
+if [ "$1" = version ]; then exec {real} version; fi
+trap '' INT
+sleep 300 &
+wait
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("K6_BINARY", str(fake))
+    monkeypatch.setattr(execute, "BOUND_SLACK_S", 0.0)
+    monkeypatch.setattr(execute, "STOP_GRACE_S", 1.0)
+    marker = f"LP_SUMMARY_PATH={runs_dir}".encode()
+    started = time.monotonic()
+    try:
+        run = run_stages(make_plan("1", stage_duration="1s"), label="hung", target=server,
+                         script="quick", out_dir=runs_dir, progress=QUIET)
+        left = _processes_with_env(marker)
+        assert left == [], f"still running: {left}"
+    finally:
+        for pid in _processes_with_env(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - started < 20
+    (stage,) = run.stages
+    assert stage["status"] == "incomplete"
+    assert stage["status_reason"] == "k6 ran past its time bound and was stopped"
