@@ -256,13 +256,17 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
         else np.zeros(len(frame), dtype=np.int64)
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
-    second = np.zeros(len(frame), dtype=np.int64)
-    for value in np.unique(repeats):
-        rows = repeats == value
-        second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
-    _, block = np.unique(np.stack([repeats.astype(np.int64), second]), axis=1,
-                         return_inverse=True)
-    block = np.asarray(block, dtype=np.int64).ravel()
+    distinct = np.unique(repeats)
+    if len(distinct) == 1:
+        block = ((micros - micros.min()) // 1_000_000).astype(np.int64)
+    else:
+        second = np.zeros(len(frame), dtype=np.int64)
+        for value in distinct:
+            rows = repeats == value
+            second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
+        key = repeats.astype(np.int64) * (int(second.max()) + 1) + second
+        _, inverse = np.unique(key, return_inverse=True)
+        block = np.asarray(inverse, dtype=np.int64).ravel()
     count = int(block.max()) + 1
     requests = np.bincount(block, minlength=count).astype(np.int64)
     successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)

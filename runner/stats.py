@@ -177,18 +177,43 @@ def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatAr
     return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws).astype(float)
 
 
-def _quantile_draws(b: Blocks, weights: FloatArray, q: float, edges: FloatArray) -> FloatArray:
-    """Quantile of each resample, from a per-block log-bucket histogram (exact to the bucket)."""
-    buckets = np.clip(np.searchsorted(edges, b.ok_ms, side="right") - 1, 0, len(edges) - 2)
-    hist = np.zeros((b.count, len(edges) - 1))
-    np.add.at(hist, (b.ok_block, buckets), 1.0)
-    weighted = weights @ hist  # draws x buckets
-    cumulative = np.cumsum(weighted, axis=1)
+# fixed log-spaced latency buckets (0.001 ms to 1,000 s): an arm's histogram is built once and
+# kept, whatever it is compared with
+_LOW_MS, _HIGH_MS = 1e-3, 1e6
+_EDGES = np.asarray(_LOW_MS * (1 + BUCKET_WIDTH) ** np.arange(
+    int(math.ceil(math.log(_HIGH_MS / _LOW_MS) / math.log1p(BUCKET_WIDTH))) + 2), dtype=np.float64)
+_HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray]] = {}
+
+
+def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
+    """(the buckets this arm uses, its blocks x those buckets counts), built once per arm."""
+    cached = _HISTOGRAMS.get(id(b))
+    if cached is not None and cached[0] is b:
+        return cached[1], cached[2]
+    buckets = np.clip(np.searchsorted(_EDGES, b.ok_ms, side="right") - 1, 0, len(_EDGES) - 2)
+    used, column = np.unique(buckets, return_inverse=True)
+    flat = np.bincount(b.ok_block * len(used) + column.ravel(), minlength=b.count * len(used))
+    hist = flat.reshape(b.count, len(used)).astype(np.float64)
+    if len(_HISTOGRAMS) > 64:
+        _HISTOGRAMS.clear()
+    _HISTOGRAMS[id(b)] = (b, used.astype(np.int64), hist)
+    return used.astype(np.int64), hist
+
+
+def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
+    """Quantile of each resample, from the arm's per-block histogram (exact to the bucket)."""
+    used, hist = _histogram(b)
+    # the sample itself (every block once) first: its bucketed quantile against the exact one
+    # corrects the draws for the bucket's width, so the interval is centred where it belongs
+    weights = np.vstack([np.ones((1, b.count)), weights])
+    cumulative = np.cumsum(weights @ hist, axis=1)  # (1 + draws) x used buckets
     targets = np.ceil(cumulative[:, -1] * q)
-    index = np.array([np.searchsorted(row, t) for row, t in zip(cumulative, targets, strict=True)])
-    upper = edges[np.clip(index + 1, 1, len(edges) - 1)]
-    lower = edges[np.clip(index, 0, len(edges) - 2)]
-    return np.asarray(np.sqrt(lower * upper), dtype=np.float64)
+    index = np.minimum((cumulative < targets[:, None]).sum(axis=1), len(used) - 1)
+    bucket = used[index]
+    bucketed = np.sqrt(_EDGES[bucket] * _EDGES[bucket + 1])
+    rank = max(math.ceil(len(b.ok_ms) * q), 1) - 1
+    exact = float(np.partition(b.ok_ms, rank)[rank])
+    return np.asarray(bucketed[1:] * (exact / bucketed[0]), dtype=np.float64)
 
 
 def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_better: bool,
@@ -204,15 +229,10 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
     w_cand = _block_weights(cand.count, draws, rng)
     if metric.startswith("q"):
         q = float(metric[1:])
-        values = np.concatenate([base.ok_ms, cand.ok_ms])
-        values = values[values > 0]
-        if len(values) == 0 or len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
+        if len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
             return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
-        low, high = float(values.min()), float(values.max())
-        steps = max(int(math.ceil(math.log(high / low) / math.log1p(BUCKET_WIDTH))), 1)
-        edges = np.asarray(low * (1 + BUCKET_WIDTH) ** np.arange(steps + 2), dtype=np.float64)
-        b_draws = _quantile_draws(_positive(base), w_base, q, edges)
-        c_draws = _quantile_draws(_positive(cand), w_cand, q, edges)
+        b_draws = _quantile_draws(base, w_base, q)
+        c_draws = _quantile_draws(cand, w_cand, q)
     elif metric in ("throughput", "goodput"):
         attr = "requests" if metric == "throughput" else "successes"
         b_draws = w_base @ getattr(base, attr).astype(float) / base.duration_s
@@ -234,8 +254,3 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
     low_ci, high_ci = np.percentile(finite, [2.5, 97.5])
     return RatioEstimate(point, (float(low_ci), float(high_ci)), None, None,
                          "block-bootstrap-within-run")
-
-
-def _positive(b: Blocks) -> Blocks:
-    keep = b.ok_ms > 0
-    return Blocks(b.requests, b.successes, b.ok_ms[keep], b.ok_block[keep], b.duration_s)
