@@ -219,7 +219,7 @@ def _figure(key: str, label: str, record: dict[str, Any]) -> str:
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci):
         interval = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}" + (f" ({scope})" if scope else "")
     else:
-        interval = "no interval"
+        interval = "no 95% CI" + (" (see the notes)" if _note_parts(measurement)[1] else "")
     unit = str(measurement.get("unit") or "")
     if " per " in unit:  # a money figure: "$ per instance-month"
         currency, _, per = unit.partition(" per ")
