@@ -31,6 +31,7 @@ HEADLINE = (("latency_improvement", "p95 latency"), ("capacity_increase", "capac
 REPORT_FILES = (("report.html", "HTML report"), ("report.pdf", "PDF"), ("report.md", "Markdown"),
                 ("achievement.json", "Achievement JSON"))
 GOOD_VERDICTS = ("improved", "derived")
+INTERVAL_NOTE = "95% interval "  # how an achievement's note states its interval's scope
 BAD_VERDICTS = ("regressed", "trade-off")
 
 CSS = """
@@ -68,9 +69,9 @@ header p, footer p { color: var(--muted); margin: .25rem 0; }
 .figure .ci, .figure .detail { display: block; font-size: .78rem; color: var(--muted); }
 h3 { font-size: .9rem; margin: .2rem 0 0 0; text-transform: uppercase; letter-spacing: .04em;
      color: var(--muted); }
-ul.caveats, ul.omitted { margin: 0; padding-left: 1.2rem; font-size: .9rem; }
+ul.caveats, ul.omitted, ul.notes { margin: 0; padding-left: 1.2rem; font-size: .9rem; }
 ul.caveats li { color: var(--warn); }
-ul.omitted li { color: var(--muted); }
+ul.omitted li, ul.notes li { color: var(--muted); }
 .links { display: flex; flex-wrap: wrap; gap: .5rem; margin: .2rem 0 0 0; padding: 0;
          list-style: none; }
 .links a { display: inline-block; padding: .35rem .7rem; border: 1px solid var(--line);
@@ -188,6 +189,18 @@ def _number(value: Any, unit: str) -> str:
     return f"{value:,.0f} {unit}".strip() if value >= 10 else f"{value:,.2f} {unit}".strip()
 
 
+def _note_parts(measurement: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A measurement's note split into the interval's scope ("within this run only") and the
+    reasons behind its verdict."""
+    note = measurement.get("note")
+    if not isinstance(note, str) or not note:
+        return None, None
+    if note.startswith(INTERVAL_NOTE):
+        scope, _, reasons = note.removeprefix(INTERVAL_NOTE).partition("; ")
+        return scope, reasons or None
+    return None, note
+
+
 def _figure(key: str, label: str, record: dict[str, Any]) -> str:
     shown = record["metrics"].get(key)
     measurement = record["measurements"].get(key)
@@ -202,12 +215,11 @@ def _figure(key: str, label: str, record: dict[str, Any]) -> str:
     if rest:
         label = f"{label} per {rest}"
     ci = measurement.get("ci95")
+    scope, _ = _note_parts(measurement)
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci):
-        interval = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}"
-    elif measurement.get("note"):
-        interval = f"no interval: {measurement['note']}"
+        interval = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}" + (f" ({scope})" if scope else "")
     else:
-        interval = "no interval"
+        interval = "no 95% CI" + (" (see the notes)" if _note_parts(measurement)[1] else "")
     unit = str(measurement.get("unit") or "")
     if " per " in unit:  # a money figure: "$ per instance-month"
         currency, _, per = unit.partition(" per ")
@@ -248,6 +260,17 @@ def _card(item: dict[str, Any], reports_dir: Path, files: ReportFiles) -> str:
     parts.append(f'<h3>Headline figures</h3><ul class="figures">{figures}</ul>' if figures
                  else '<h3>Headline figures</h3><p class="missing">No figure could be claimed.'
                       "</p>")
+    notes: dict[str, list[str]] = {}  # one line per distinct reason, naming its figures
+    for key, label in HEADLINE:
+        measurement = record["measurements"].get(key)
+        if key in record["metrics"] and isinstance(measurement, dict):
+            _, reasons = _note_parts(measurement)
+            if reasons:
+                notes.setdefault(reasons, []).append(label)
+    if notes:
+        parts.append('<h3>Notes on the figures</h3><ul class="notes">'
+                     + "".join(f"<li>{_e(', '.join(labels))}: {_e(reason)}</li>"
+                               for reason, labels in notes.items()) + "</ul>")
     omitted = [(label, record["omitted"][key]) for key, label in HEADLINE
                if key in record["omitted"]]
     if omitted:

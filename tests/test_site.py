@@ -110,8 +110,12 @@ def test_report_writes_a_card_per_achievement(reports: Path) -> None:
         assert sorted(card["verdicts"]) == sorted(m["verdict"] for m in measured)
         for m in measured:
             if m["ci95"]:
-                assert f"95% CI {m['ci95'][0]:.2f}–{m['ci95'][1]:.2f}" in card["intervals"]
+                ci = f"95% CI {m['ci95'][0]:.2f}–{m['ci95'][1]:.2f}"
+                assert any(shown.startswith(ci) for shown in card["intervals"]), ci
         text = card["text"]
+        for m in measured:  # the verdict's reasons, once per card, after the interval's scope
+            reasons = m.get("note", "").removeprefix("95% interval ").partition("; ")[2]
+            assert reasons in text
         for reason in record["omitted"].values():
             assert reason in text
         for caveat in record["caveats"]:
