@@ -548,10 +548,12 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
                            "tags): no capacity")
         return capacity
     if b.level is None:
-        capacity.reason = "the baseline met the SLO at no stage: no capacity ratio"
+        capacity.reason = ("the baseline held no level that decides capacity (each missed the "
+                           "SLO, or was not measured fairly): no capacity ratio")
         return capacity
     if c.level is None:
-        capacity.reason = "the candidate met the SLO at no stage"
+        capacity.reason = ("the candidate held no level that decides capacity (each missed the "
+                           "SLO, or was not measured fairly)")
         capacity.ratio, capacity.ratio_bound = 0.0, "exact"
         capacity.ratio_low = 0.0
         capacity.ratio_high = c.upper / b.level if c.upper is not None else None

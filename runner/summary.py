@@ -103,7 +103,7 @@ def _capacity_cell(shown: str, metrics: list[StageMetrics]) -> str:
         return shown
     if not any(m.level is not None for m in metrics):
         return "no load level (imported stages)"
-    return "none met the SLO"
+    return "no level held (missed, or not measured fairly)"
 
 
 def dashboard_frame(comparison: Comparison) -> pd.DataFrame:
