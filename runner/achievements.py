@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .compare import Comparison, MetricComparison, StageComparison
 from .errors import AchievementError
+from .outcome import threshold_lines
 from .store import atomic_write_json, iso, read_json, utcnow
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "achievement.schema.json"
 FEED_VERSION = "https://jsonfeed.org/version/1.1"
+# a threshold that held in every repeat ("…: held", "…: held (all 3 repeats)") is no caveat
+_HELD = re.compile(r": held($| \(all| \(abortOnFail\))")
 
 
 @dataclass
@@ -176,6 +180,10 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
     caveats.extend(f"significantly worse: {text}" for text in regressions)
     for stage in comparison.stages:
         caveats.extend(f"{stage.key}: {g}" for g in stage.guards)
+    for run in (comparison.baseline, comparison.candidate):
+        # the script's own pass/fail criteria: a crossed or aborting threshold travels along
+        caveats.extend(f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)
+                       if not _HELD.search(line) or "aborted the stage" in line)
     base, cand = comparison.baseline, comparison.candidate
     title = options.title or _default_title(metrics, measurements, base.label, cand.label,
                                             regressions)

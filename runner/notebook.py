@@ -16,6 +16,7 @@ from .achievements import AchievementOptions, build_achievement
 from .compare import Comparison, Slo, compare_runs
 from .errors import RunStoreError, UsageError
 from .metrics import metrics_table, stage_metrics
+from .outcome import threshold_lines
 from .store import PROJECT_ROOT, Run, load_run
 
 REPORT_CSS = """
@@ -254,6 +255,8 @@ def caveats(report: ReportData) -> Any:
     notes = summary.caveats(report.comparison)
     if report.probe is not None:
         notes += [f"probe: {n}" for n in summary.caveats(report.probe)]
+    for run in (report.comparison.baseline, report.comparison.candidate):
+        notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>none raised</li>"
     return _wrap(f'<ul class="caveats">{items}</ul>')
 

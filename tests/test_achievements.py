@@ -138,3 +138,14 @@ def test_ratio_display() -> None:
     assert [fmt_ratio(r) for r in (33.3, 3.24, 1.5, 1.0, 0.996, 0.5)] == \
         ["33x", "3.2x", "1.50x", "1.00x", "0.996x", "0.50x"]
     assert fmt_ratio(3.0, "at_least") == "≥3.0x" and fmt_ratio(None) == "n/a"
+
+
+def test_crossed_k6_threshold_reaches_the_achievement(tmp_path: Path) -> None:
+    comparison = _pair(tmp_path)
+    record = comparison.candidate.manifest["stages"][0]
+    record["threshold_results"] = [{"metric": "http_req_duration", "threshold": "p(95)<10",
+                                    "ok": False, "abort_on_fail": False}]
+    caveats = build_achievement(comparison)["caveats"]
+    crossed = [c for c in caveats if "k6 threshold" in c]
+    assert len(crossed) == 1 and crossed[0].startswith("optimized: k6 threshold")
+    assert "p(95)<10" in crossed[0] and "crossed" in crossed[0]
