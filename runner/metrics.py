@@ -176,17 +176,18 @@ def _summary_run_duration(run: Run, record: dict[str, Any]) -> float | None:
 
 def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | None, str]:
     """One stage record's duration and where it came from (see the module docstring)."""
-    planned = record.get("duration_s")
+    planned = float(record["duration_s"]) if record.get("duration_s") else None
     warmup = float(record.get("warmup_s") or 0.0)
-    if planned is None:  # imported: the window measured at import, if any
+    recorded = (f"measured ({record['measured_from']})" if record.get("measured_from")
+                else "measured (stage record)")
+    if planned is None:  # imported, or a script's stage of no set length: as measured
         measured = record.get("measured_s")
         if measured is None:
             return None, "timestamps"
-        return float(measured), str(record.get("duration_source") or "measured")
-    planned = float(planned)
+        return float(measured), str(record.get("duration_source") or recorded)
     measured, how = None, ""
     if record.get("measured_s") is not None:
-        measured, how = float(record["measured_s"]), "measured (stage record)"
+        measured, how = float(record["measured_s"]), recorded
     if measured is None and run is not None:
         test = _summary_run_duration(run, record)
         if test is not None:
