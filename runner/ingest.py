@@ -52,11 +52,10 @@ _CSV_TYPES = {
     "extra_tags": pl.String,
 }
 CSV_HEADER_PREFIX = "metric_name,timestamp,metric_value"
-# K6_CSV_TIME_FORMAT values, as the unit the timestamps are read in: k6 v1.1.0 writes whole
-# unix seconds by default, and RFC 3339 also to the second (with the machine's UTC offset).
+# How CSV timestamps are read, after K6_CSV_TIME_FORMAT: unix (k6 v1.1.0's default, whole
+# seconds) is "s", unix_milli "ms", unix_micro "us", unix_nano "ns" (kept to the µs), and
+# rfc3339, which k6 also writes to the second, with the machine's UTC offset.
 TimeFormat = Literal["s", "ms", "us", "ns", "rfc3339"]
-K6_TIME_FORMATS: dict[str, TimeFormat] = {"unix": "s", "unix_milli": "ms", "unix_micro": "us",
-                                          "unix_nano": "ns", "rfc3339": "rfc3339"}
 # the finest step a time format can tell apart, in seconds
 TIME_RESOLUTION_S: dict[str, float] = {"s": 1.0, "rfc3339": 1.0, "ms": 1e-3, "us": 1e-6,
                                        "ns": 1e-6}  # stored as microseconds

@@ -18,6 +18,7 @@ as fine as the file's time format)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -144,8 +145,6 @@ def outcomes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _seconds_between(start: Any, end: Any) -> float | None:
-    import datetime as dt
-
     try:
         a = dt.datetime.fromisoformat(str(start))
         b = dt.datetime.fromisoformat(str(end))
