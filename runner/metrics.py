@@ -338,5 +338,7 @@ def metrics_table(metrics: list[StageMetrics]) -> pl.DataFrame:
             "p50_ms": m.latency_ok.p50_ms, "p95_ms": m.latency_ok.p95_ms,
             "p99_ms": m.latency_ok.p99_ms, "max_ms": m.latency_ok.max_ms,
             "p95_all_ms": m.latency_all.p95_ms, "status": m.status,
+            "duration_s": m.duration_s, "duration_source": m.duration_source,
+            "success_source": m.success_source,
         })
     return pl.DataFrame(rows)
