@@ -41,8 +41,6 @@ RAW_KINDS = ("csv", "ndjson")
 
 
 _RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-_TIME_WORDS = {"s": "unix seconds", "ms": "unix milliseconds", "us": "unix microseconds",
-               "ns": "unix nanoseconds", "rfc3339": "RFC 3339 (to the second)"}
 
 
 def csv_time_unit(path: Path) -> TimeFormat:

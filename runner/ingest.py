@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -51,15 +52,17 @@ _CSV_TYPES = {
     "extra_tags": pl.String,
 }
 CSV_HEADER_PREFIX = "metric_name,timestamp,metric_value"
-# K6_CSV_TIME_FORMAT values, as the unit the timestamps are read in: k6 v1.1.0 writes whole
-# unix seconds by default, and RFC 3339 also to the second (with the machine's UTC offset).
+# How CSV timestamps are read, after K6_CSV_TIME_FORMAT: unix (k6 v1.1.0's default, whole
+# seconds) is "s", unix_milli "ms", unix_micro "us", unix_nano "ns" (kept to the µs), and
+# rfc3339, which k6 also writes to the second, with the machine's UTC offset.
 TimeFormat = Literal["s", "ms", "us", "ns", "rfc3339"]
-K6_TIME_FORMATS: dict[str, TimeFormat] = {"unix": "s", "unix_milli": "ms", "unix_micro": "us",
-                                          "unix_nano": "ns", "rfc3339": "rfc3339"}
 # the finest step a time format can tell apart, in seconds
 TIME_RESOLUTION_S: dict[str, float] = {"s": 1.0, "rfc3339": 1.0, "ms": 1e-3, "us": 1e-6,
                                        "ns": 1e-6}  # stored as microseconds
 _STAGE_TAG = r"(?:^|&)stage=([^&]+)"
+# the stage keys of loadproof-driven stages (s2-50vus, s3-750rps): only their scenario named
+# "warmup" is loadproof's own warm-up
+LOADPROOF_STAGE_KEY = r"^s\d+-\d+(?:vus|rps)$"
 # Tags loadproof cannot do without: the outcome classes (success, 429, error) need the status.
 REQUIRED_TAGS = ("status",)
 
@@ -94,7 +97,8 @@ def _csv_stage_and_filter(csv_path: Path, frame: pl.LazyFrame, columns: list[str
     named ``warmup`` is loadproof's warm-up. Imported files (``stage=None``) take the stage
     from loadproof's ``stage`` tag; rows without it are one stage, or one per scenario when
     the test had several. A ``warmup`` scenario is dropped only from rows loadproof tagged:
-    a user's own scenario of that name is a stage like any other."""
+    a user's own scenario of that name is a stage like any other (so is one a script-driven
+    run tagged with a stage of its own, such as ``s1-warmup``)."""
     scenario = pl.col("scenario") if "scenario" in columns else pl.lit(None, pl.String)
     is_warmup = scenario.fill_null("") == "warmup"
     if stage is not None:
@@ -105,7 +109,8 @@ def _csv_stage_and_filter(csv_path: Path, frame: pl.LazyFrame, columns: list[str
     scenarios = (untagged.select(scenario.unique()).collect().to_series().drop_nulls().to_list()
                  if "scenario" in columns else [])
     fallback = scenario.fill_null("imported") if len(scenarios) > 1 else pl.lit("imported")
-    return tag.fill_null(fallback), ~(tag.is_not_null() & is_warmup)
+    ours = tag.fill_null("").str.contains(LOADPROOF_STAGE_KEY)
+    return tag.fill_null(fallback), ~(ours & is_warmup)
 
 
 def requests_from_csv(csv_path: Path, *, stage: str | None, repeat: int,
@@ -341,7 +346,8 @@ def ndjson_to_parquet(path: Path, out_path: Path, *, repeat: int = 1,
             for metric, point in ndjson_points(path, _WINDOW_METRICS):
                 tags = point.get("tags") or {}
                 tagged = tags.get("stage")
-                if tagged is not None and tags.get("scenario") == "warmup":
+                if tags.get("scenario") == "warmup" and tagged is not None \
+                        and re.match(LOADPROOF_STAGE_KEY, str(tagged)):
                     continue  # loadproof's own warm-up
                 stage = str(tagged or (tags.get("scenario") if by_scenario else None)
                             or "imported")

@@ -18,6 +18,7 @@ as fine as the file's time format)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -144,8 +145,6 @@ def outcomes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _seconds_between(start: Any, end: Any) -> float | None:
-    import datetime as dt
-
     try:
         a = dt.datetime.fromisoformat(str(start))
         b = dt.datetime.fromisoformat(str(end))
@@ -176,22 +175,22 @@ def _summary_run_duration(run: Run, record: dict[str, Any]) -> float | None:
 
 def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | None, str]:
     """One stage record's duration and where it came from (see the module docstring)."""
-    planned = record.get("duration_s")
+    planned = float(record["duration_s"]) if record.get("duration_s") else None
     warmup = float(record.get("warmup_s") or 0.0)
-    if planned is None:  # imported: the window measured at import, if any
+    recorded = (f"measured ({record['measured_from']})" if record.get("measured_from")
+                else "measured (stage record)")
+    if planned is None:  # imported, or a script's stage of no set length: as measured
         measured = record.get("measured_s")
         if measured is None:
             return None, "timestamps"
-        return float(measured), str(record.get("duration_source") or "measured")
-    planned = float(planned)
+        return float(measured), str(record.get("duration_source") or recorded)
     measured, how = None, ""
-    # k6's own test duration first: then the stage's rates are the ones k6 itself reports
-    if run is not None:
+    if record.get("measured_s") is not None:
+        measured, how = float(record["measured_s"]), recorded
+    if measured is None and run is not None:
         test = _summary_run_duration(run, record)
         if test is not None:
             measured, how = test - warmup, "measured (k6 summary)"
-    if measured is None and record.get("measured_s") is not None:
-        measured, how = float(record["measured_s"]), "measured (stage record)"
     if measured is None:
         wall = _seconds_between(record.get("started_at"), record.get("ended_at"))
         if wall is not None:
@@ -353,5 +352,7 @@ def metrics_table(metrics: list[StageMetrics]) -> pl.DataFrame:
             "p50_ms": m.latency_ok.p50_ms, "p95_ms": m.latency_ok.p95_ms,
             "p99_ms": m.latency_ok.p99_ms, "max_ms": m.latency_ok.max_ms,
             "p95_all_ms": m.latency_all.p95_ms, "status": m.status,
+            "duration_s": m.duration_s, "duration_source": m.duration_source,
+            "success_source": m.success_source,
         })
     return pl.DataFrame(rows)

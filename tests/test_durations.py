@@ -57,3 +57,15 @@ def test_repeats_add_their_own_windows(runs_dir: Path) -> None:
     assert stage.duration_s == pytest.approx(15.0)
     assert stage.duration_source == "planned + measured (stage record)"
     assert [p.duration_s for p in stage.per_repeat] == [10.0, 5.0]
+
+
+def test_a_stage_of_no_set_length_is_divided_by_its_recorded_window() -> None:
+    # a script's iterations-shaped scenario: no planned duration, the window the run measured
+    record = {"duration_s": 0.0, "measured_s": 3.25,
+              "measured_from": "from the first to the last request"}
+    assert stage_duration(record, None) == (3.25,
+                                            "measured (from the first to the last request)")
+    cut = {"duration_s": 10.0, "measured_s": 4.0,
+           "measured_from": "from the stage's start to its last request"}
+    assert stage_duration(cut, None) == (4.0,
+                                         "measured (from the stage's start to its last request)")
