@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import DEFAULT_MIN_SUCCESSES, Slo, delivery_problem
+from .compare import DEFAULT_MIN_SUCCESSES, ArmCapacity, Capacity, Slo, delivery_problem
 from .conditions import SATURATED_SHARE
 from .errors import LoadproofError, UsageError
 from .execute import Interrupted, RunSession
@@ -459,6 +459,13 @@ def _measured_window(run: Run, record: dict[str, Any]) -> None:
     span = (stamps["timestamp"].max() - stamps["timestamp"].min()).total_seconds()  # type: ignore[operator, union-attr]
     record["planned_duration_s"] = record["duration_s"]
     record["duration_s"] = round(float(span) + 1.0 / max(int(record["level"]), 1), 3)
+    if record.get("resources_file"):  # the generator guard again, over the measured window
+        from .conditions import generator_guard
+
+        rows = pl.read_parquet(run.path / record["resources_file"]).with_columns(
+            pl.col("process").cast(pl.String)).rows()
+        record["generator"] = generator_guard(rows, record.get("conditions") or {}, record,
+                                              run.path / "stages" / record["dir"] / "k6.log")
 
 
 def trial_line(trial: Trial, why: str, unit: str) -> str:
@@ -546,3 +553,78 @@ def render_text(result: SearchResult) -> str:
                      + ("  (stopped early)" if t.stopped_early else ""))
     lines.append(f"run: {result.path}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison of two searches
+
+
+def _arm_of_search(run: Run) -> tuple[ArmCapacity, dict[str, Any]] | None:
+    """A finished search run as an ArmCapacity: capacity lies in [capacity, first_fail)."""
+    data = search_of(run)
+    result = (data or {}).get("result") or {}
+    if not data or "limited_by" not in result:
+        return None
+    trials = data.get("trials") or []
+    checks = {t["stage"]: ("meets SLO: " if t["pass"] else "misses SLO: ") + t.get("reason", "")
+              for t in trials}
+    level, upper = result.get("capacity"), result.get("first_fail")
+    if result["limited_by"] == "generator":
+        # the target was never driven to its limit: the highest passing load is a floor only
+        level = max((t.get("rate", t.get("vus")) for t in trials if t["pass"]), default=None)
+        upper = None
+    bound = "none" if level is None else ("at_least" if upper is None else "exact")
+    return ArmCapacity(level, bound, checks, upper=upper), data
+
+
+def search_capacity(baseline: Run, candidate: Run) -> Capacity | None:
+    """The capacity ratio of two capacity-search runs, from their brackets: each arm's capacity
+    lies in [pass, first fail), so the ratio lies between candidate pass / baseline fail and
+    candidate fail / baseline pass; a verdict only when that whole interval is above or below 1.
+    None when either run is not a finished search (the caller then reads the stages as a grid).
+    """
+    base, cand = _arm_of_search(baseline), _arm_of_search(candidate)
+    if base is None or cand is None:
+        return None
+    (b, base_data), (c, cand_data) = base, cand
+    base_settings, cand_settings = base_data["settings"], cand_data["settings"]
+    slo = Slo(base_settings["slo_p95_ms"], base_settings["slo_success"],
+              base_settings.get("min_successes", DEFAULT_MIN_SUCCESSES))
+    capacity = Capacity(slo, base_settings["model"], b, c, None, None, None)
+    if base_settings["model"] != cand_settings["model"]:
+        capacity.reason = "the searches used different load models: no capacity ratio"
+        return capacity
+    if (base_settings["slo_p95_ms"], base_settings["slo_success"]) != \
+            (cand_settings["slo_p95_ms"], cand_settings["slo_success"]):
+        capacity.reason = "the searches used different SLOs: no capacity ratio"
+        return capacity
+    generator = [arm for arm, data in (("baseline", base_data), ("candidate", cand_data))
+                 if data["result"]["limited_by"] == "generator"]
+    note = (f" ({' and '.join(generator)} limited by the load generator: a lower bound)"
+            if generator else "")
+    if b.level is None:
+        capacity.reason = "the baseline met the SLO at no trial: no capacity ratio"
+        return capacity
+    if c.level is None:
+        capacity.ratio, capacity.ratio_bound, capacity.ratio_low = 0.0, "exact", 0.0
+        capacity.ratio_high = c.upper / b.level if c.upper is not None else None
+        capacity.reason = "the candidate met the SLO at no trial"
+    elif b.upper is None and c.upper is None:
+        capacity.reason = ("neither search found a failing load (max-rate, budget or the "
+                           "generator ended them): no capacity ratio" + note)
+        return capacity
+    else:
+        capacity.ratio = c.level / b.level
+        capacity.ratio_low = c.level / b.upper if b.upper is not None else 0.0
+        capacity.ratio_high = c.upper / b.level if c.upper is not None else None
+        capacity.ratio_bound = ("at_most" if b.upper is None else
+                                "at_least" if c.upper is None else "exact")
+        if note:
+            capacity.reason = "from capacity searches" + note
+    if capacity.ratio_low is not None and capacity.ratio_low >= 1 and capacity.ratio > 1:
+        capacity.verdict = "improved"
+    elif capacity.ratio_high is not None and capacity.ratio_high <= 1 and capacity.ratio < 1:
+        capacity.verdict = "regressed"
+    else:
+        capacity.verdict = "no significant change"
+    return capacity

@@ -687,8 +687,12 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
         stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
                                 overlap=lambda b, c: _overlaps(b, c, baseline, candidate))
     family = apply_claim_family(stages)
-    capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
-    _confirm_capacity(capacity, stages)
+    from .capacity import search_capacity  # capacity-search runs: brackets, not a grid
+
+    capacity = search_capacity(baseline, candidate)
+    if capacity is None:
+        capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
+        _confirm_capacity(capacity, stages)
     headline = None
     for stage in reversed(stages):
         if stage.metrics["latency_p95_ms"].ratio is not None and not stage.withheld:

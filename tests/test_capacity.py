@@ -25,10 +25,11 @@ from loadproof.capacity import (
     run_capacity_search,
     search,
 )
+from loadproof.compare import compare_runs
 from loadproof.errors import UsageError
 from loadproof.metrics import stage_metrics
 from loadproof.progress import Progress
-from loadproof.store import load_run
+from loadproof.store import Run, load_run
 
 from bench.capacity_search import slot_server
 from tests.helpers import make_run
@@ -345,9 +346,9 @@ def test_cli_json_result_and_budget_stop(runs_dir: Path,
                          "--script", "quick", "--out", str(runs_dir), "--format", "json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert RESULT_KEYS <= set(result)
+    assert set(result) >= RESULT_KEYS
     assert result["limited_by"] == "budget" and result["unit"] == "req/s"
-    assert result["trials"] and all(TRIAL_KEYS <= set(t) for t in result["trials"])
+    assert result["trials"] and all(set(t) >= TRIAL_KEYS for t in result["trials"])
     assert result["trials"][0]["rate"] == 50 and result["trials"][0]["stage"] == "t01-50rps"
     assert load_run(runs_dir / result["run_id"]).manifest["capacity_search"]["result"][
         "limited_by"] == "budget"
@@ -384,3 +385,66 @@ def test_ctrl_c_keeps_finished_trials_and_exits_130(runs_dir: Path) -> None:
     assert run.manifest["capacity_search"]["result"] == {"interrupted": True}
     leftover = subprocess.run(["pgrep", "-f", str(run.path)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # no k6 left writing into the run
+
+
+# --- comparing two searches ----------------------------------------------------------------
+
+def search_run(root: Path, label: str, passes: list[int], fails: list[int], *,
+               limited_by: str = "slo", slo_p95_ms: float = 100) -> Run:
+    """A stored capacity-search run: a trial per load (fast 2xx for a pass, slow for a fail)."""
+    loads = sorted([(level, True) for level in passes] + [(level, False) for level in fails])
+    stages = {f"t{i:02d}-{level}rps": (level, [20.0 if ok else 500.0] * (level * 2),
+                                        [200] * (level * 2))
+              for i, (level, ok) in enumerate(loads, start=1)}
+    run = make_run(root, label, stages, model="rate", duration_s=2.0)
+    first_fail = min(fails, default=None)
+    capacity = max((p for p in passes if first_fail is None or p < first_fail), default=None)
+    run.manifest["capacity_search"] = {
+        "settings": settings(slo_p95_ms=slo_p95_ms).to_dict(),
+        "trials": [{"rate": level, "pass": ok, "stage": key, "reason": ""}
+                   for key, (level, ok) in zip(stages, loads, strict=True)],
+        "result": {"capacity": capacity if limited_by != "generator" else None,
+                   "first_fail": first_fail, "limited_by": limited_by, "unit": "req/s"}}
+    run.save()
+    return run
+
+
+def test_compare_gives_the_capacity_ratio_interval_from_the_brackets(tmp_path: Path) -> None:
+    base = search_run(tmp_path, "base", [10, 20, 40, 80, 95], [160, 113, 100])
+    cand = search_run(tmp_path, "cand", [10, 20, 40, 80, 160, 190, 200], [320, 226, 213])
+    capacity = compare_runs(base, cand).capacity
+    assert (capacity.baseline.level, capacity.baseline.upper) == (95, 100)
+    assert (capacity.candidate.level, capacity.candidate.upper) == (200, 213)
+    assert capacity.ratio == pytest.approx(200 / 95)
+    assert capacity.ratio_low == pytest.approx(200 / 100)  # candidate pass / baseline fail
+    assert capacity.ratio_high == pytest.approx(213 / 95)  # candidate fail / baseline pass
+    assert capacity.verdict == "improved"
+
+
+def test_overlapping_brackets_give_no_verdict(tmp_path: Path) -> None:
+    base = search_run(tmp_path, "base", [10, 20, 40, 80, 95], [160, 113, 100])
+    cand = search_run(tmp_path, "cand", [10, 20, 40, 80, 97], [160, 113, 104])
+    capacity = compare_runs(base, cand).capacity
+    assert capacity.ratio_low is not None and capacity.ratio_low < 1
+    assert capacity.ratio_high is not None and capacity.ratio_high > 1
+    assert capacity.verdict == "no significant change"
+    worse = compare_runs(cand, search_run(tmp_path, "worse", [10, 20, 40], [80, 57, 48])).capacity
+    assert worse.ratio_high is not None and worse.ratio_high <= 1
+    assert worse.verdict == "regressed"
+
+
+def test_a_generator_limited_arm_is_only_a_lower_bound(tmp_path: Path) -> None:
+    base = search_run(tmp_path, "base", [10, 20, 40, 80, 95], [160, 113, 100])
+    fast = search_run(tmp_path, "fast", [10, 20, 40, 80, 160], [], limited_by="generator")
+    capacity = compare_runs(base, fast).capacity
+    assert (capacity.candidate.level, capacity.candidate.upper) == (160, None)
+    assert capacity.ratio_bound == "at_least" and capacity.ratio_high is None
+    assert capacity.verdict == "improved"  # 160 passed, above the baseline's first miss
+    assert "generator" in (capacity.reason or "")
+
+
+def test_searches_with_different_slos_give_no_ratio(tmp_path: Path) -> None:
+    base = search_run(tmp_path, "base", [10, 20], [40], slo_p95_ms=100)
+    cand = search_run(tmp_path, "cand", [10, 20], [40], slo_p95_ms=200)
+    capacity = compare_runs(base, cand).capacity
+    assert capacity.ratio is None and "different SLOs" in (capacity.reason or "")
