@@ -90,6 +90,8 @@ def slot_server(slots: int, hold_ms: float) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def plain_k6(url: str, rates: list[int], out: Path, slo_p95_ms: float) -> None:

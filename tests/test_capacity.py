@@ -448,3 +448,13 @@ def test_searches_with_different_slos_give_no_ratio(tmp_path: Path) -> None:
     cand = search_run(tmp_path, "cand", [10, 20], [40], slo_p95_ms=200)
     capacity = compare_runs(base, cand).capacity
     assert capacity.ratio is None and "different SLOs" in (capacity.reason or "")
+
+
+def test_the_closed_model_searches_users_and_reports_them_as_vus() -> None:
+    run_trial, levels = threshold(45)
+    result = search(settings(model="vus", min_rate=None), run_trial, sleep=lambda s: None)
+    assert levels[:6] == [1, 2, 4, 8, 16, 32]
+    data = result.to_dict()
+    assert data["unit"] == "vus" and data["capacity"] == result.capacity
+    assert result.capacity is not None and result.capacity <= 45 < (result.first_fail or 0)
+    assert "vus" in data["trials"][0] and "rate" not in data["trials"][0]
