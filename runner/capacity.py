@@ -590,7 +590,7 @@ def search_capacity(baseline: Run, candidate: Run) -> Capacity | None:
     base_settings, cand_settings = base_data["settings"], cand_data["settings"]
     slo = Slo(base_settings["slo_p95_ms"], base_settings["slo_success"],
               base_settings.get("min_successes", DEFAULT_MIN_SUCCESSES))
-    capacity = Capacity(slo, base_settings["model"], b, c, None, None, None)
+    capacity = Capacity(slo, base_settings["model"], b, c, None, None, None, basis="search")
     if base_settings["model"] != cand_settings["model"]:
         capacity.reason = "the searches used different load models: no capacity ratio"
         return capacity
@@ -628,3 +628,24 @@ def search_capacity(baseline: Run, candidate: Run) -> Capacity | None:
     else:
         capacity.verdict = "no significant change"
     return capacity
+
+
+def trace_rows(run: Run) -> list[dict[str, Any]]:
+    """A search run's trials in order, as the report's search trace shows them: the load, p95
+    against the SLO, the success share, the achieved rate and the mark."""
+    data = search_of(run)
+    if not data:
+        return []
+    settings, rows = data["settings"], []
+    unit, slo_ms = settings["unit"], float(settings["slo_p95_ms"])
+    for t in data.get("trials") or []:
+        p95 = t.get("p95_ms")
+        mark = "pass" if t["pass"] else ("limited by the generator" if t.get("limited")
+                                         else "fail")
+        rows.append({"trial": t["stage"], f"load ({unit})": t.get("rate", t.get("vus")),
+                     "p95 (ms)": p95,
+                     f"p95 ≤ {slo_ms:g} ms": "—" if p95 is None else
+                     ("yes" if p95 <= slo_ms else "no"),
+                     "success": t.get("success"), "achieved (req/s)": t.get("achieved_rate"),
+                     "result": mark + (" (stopped early)" if t.get("stopped_early") else "")})
+    return rows

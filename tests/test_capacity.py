@@ -458,3 +458,20 @@ def test_the_closed_model_searches_users_and_reports_them_as_vus() -> None:
     assert data["unit"] == "vus" and data["capacity"] == result.capacity
     assert result.capacity is not None and result.capacity <= 45 < (result.first_fail or 0)
     assert "vus" in data["trials"][0] and "rate" not in data["trials"][0]
+
+
+def test_the_reports_capacity_section_shows_both_search_traces(tmp_path: Path) -> None:
+    from loadproof.achievements import AchievementOptions, build_achievement
+    from loadproof.notebook import ReportData, capacity
+
+    base = search_run(tmp_path, "base", [10, 20, 40, 80, 95], [160, 113, 100])
+    cand = search_run(tmp_path, "cand", [10, 20, 40, 80, 160, 190, 200], [320, 226, 213])
+    comparison = compare_runs(base, cand)
+    achievement = build_achievement(comparison, AchievementOptions(title="t"))
+    assert achievement["measurements"]["capacity_increase"]["verdict"] == "improved"
+    assert "searches' brackets" in achievement["measurements"]["capacity_increase"]["note"]
+    page = capacity(ReportData("t", comparison, achievement)).data
+    assert "Search trace, baseline: base" in page and "Search trace, candidate: cand" in page
+    assert "t06-100rps" in page and "t08-213rps" in page  # each arm's trials
+    assert "p95 ≤ 100 ms" in page
+    assert "between 2.00x and 2.24x from the searches&#x27; brackets" in page
