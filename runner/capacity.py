@@ -442,30 +442,27 @@ class _TrialRunner:
                              + (f"\n{record['k6_message']}" if record.get("k6_message") else ""),
                              path=run.path)
         if record.get("stopped_early"):
-            _measured_window(run, record)
+            _guard_over_measured_window(run, record)
         run.save()
         one = Run(run.path, {**run.manifest, "stages": [record]})
         return judge(stage_metrics(one)[0], record, self.settings)
 
 
-def _measured_window(run: Run, record: dict[str, Any]) -> None:
-    """A trial stopped early: its figures are over the time it actually measured (first to
-    last request, plus one arrival interval), not the planned duration."""
+def _guard_over_measured_window(run: Run, record: dict[str, Any]) -> None:
+    """A trial stopped early: the runner's generator guard judged its delivered load against
+    the planned duration; judge it again over the time it measured (``measured_s``)."""
     import polars as pl
 
-    stamps = pl.read_parquet(run.path / record["requests_file"], columns=["timestamp"])
-    if stamps.height < 2:
-        return
-    span = (stamps["timestamp"].max() - stamps["timestamp"].min()).total_seconds()  # type: ignore[operator, union-attr]
-    record["planned_duration_s"] = record["duration_s"]
-    record["duration_s"] = round(float(span) + 1.0 / max(int(record["level"]), 1), 3)
-    if record.get("resources_file"):  # the generator guard again, over the measured window
-        from .conditions import generator_guard
+    from .conditions import generator_guard
 
-        rows = pl.read_parquet(run.path / record["resources_file"]).with_columns(
-            pl.col("process").cast(pl.String)).rows()
-        record["generator"] = generator_guard(rows, record.get("conditions") or {}, record,
-                                              run.path / "stages" / record["dir"] / "k6.log")
+    measured = record.get("measured_s")
+    if not record.get("resources_file") or not measured:
+        return
+    rows = pl.read_parquet(run.path / record["resources_file"]).with_columns(
+        pl.col("process").cast(pl.String)).rows()
+    record["generator"] = generator_guard(rows, record.get("conditions") or {},
+                                          {**record, "duration_s": measured},
+                                          run.path / "stages" / record["dir"] / "k6.log")
 
 
 def trial_line(trial: Trial, why: str, unit: str) -> str:
