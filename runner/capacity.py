@@ -131,6 +131,8 @@ class Trial:
     limited: str | None = None
     stopped_early: str | None = None
     requests: int = 0
+    # the runner's generator guard (machine or k6 CPU saturated, ...): shown, not decisive
+    guard: list[str] = field(default_factory=list)
 
     def to_dict(self, unit_key: str) -> dict[str, Any]:
         """The trial as the result's JSON gives it (``rate`` or ``vus`` for the load)."""
@@ -138,7 +140,7 @@ class Trial:
                 "achieved_rate": self.achieved_rate, "dropped": self.dropped,
                 "pass": self.passed, "stage": self.stage, "reason": self.reason,
                 "limited": self.limited, "stopped_early": self.stopped_early,
-                "requests": self.requests}
+                "requests": self.requests, "guard": self.guard}
 
 
 @dataclass
@@ -413,7 +415,8 @@ def judge(m: StageMetrics, record: dict[str, Any], settings: SearchSettings) -> 
                  p95_ms=m.latency_ok.p95_ms, success=m.success_rate,
                  achieved_rate=m.throughput_rps, dropped=m.dropped_iterations,
                  passed=ok and problem is None, reason=reason, slo_met=ok, limited=limited,
-                 stopped_early=record.get("stopped_early"), requests=m.requests)
+                 stopped_early=record.get("stopped_early"), requests=m.requests,
+                 guard=list(generator.get("reasons") or []))
 
 
 class TrialError(LoadproofError):
@@ -548,6 +551,11 @@ def render_text(result: SearchResult) -> str:
         lines.append(f"  {t.stage:<16} p95 {p95} ms  success {success}  achieved {achieved} "
                      f"req/s  dropped {t.dropped if t.dropped is not None else 'n/a'}  {mark}"
                      + ("  (stopped early)" if t.stopped_early else ""))
+    guarded = [t for t in result.trials if t.guard]
+    if guarded:
+        lines.append(f"warning: the generator guard fired in {len(guarded)} of "
+                     f"{len(result.trials)} trials (e.g. {guarded[0].guard[0]}): k6 or the "
+                     "machine may have bent these figures")
     lines.append(f"run: {result.path}")
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from loadproof.capacity import (
     TrialStage,
     judge,
     make_settings,
+    render_text,
     run_capacity_search,
     search,
 )
@@ -475,3 +476,14 @@ def test_the_reports_capacity_section_shows_both_search_traces(tmp_path: Path) -
     assert "t06-100rps" in page and "t08-213rps" in page  # each arm's trials
     assert "p95 ≤ 100 ms" in page
     assert "between 2.00x and 2.24x from the searches&#x27; brackets" in page
+
+
+def test_text_result_names_the_bracket_and_warns_of_a_fired_guard() -> None:
+    run_trial, _ = threshold(300)
+    result = search(settings(), run_trial, sleep=lambda s: None)
+    result.trials[0].guard = ["machine CPU at ≥90% of its 2 cores in 3 of 3 samples"]
+    text = render_text(result)
+    assert text.startswith(f"capacity: {result.capacity} req/s")
+    assert f"first fail: {result.first_fail} req/s" in text and "limited by: slo" in text
+    assert "warning: the generator guard fired in 1 of" in text
+    assert all(t.stage in text for t in result.trials)
