@@ -475,7 +475,7 @@ def test_the_reports_capacity_section_shows_both_search_traces(tmp_path: Path) -
     assert "Search trace, baseline: base" in page and "Search trace, candidate: cand" in page
     assert "t06-100rps" in page and "t08-213rps" in page  # each arm's trials
     assert "p95 ≤ 100 ms" in page
-    assert "between 2.00x and 2.24x from the searches&#x27; brackets" in page
+    assert "capacity ratio 2.00x–2.24x (improved)" in page  # the brackets' range
 
 
 def test_text_result_names_the_bracket_and_warns_of_a_fired_guard() -> None:
