@@ -145,7 +145,10 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
             "note": ("capacity is a load level on the plan's grid: each arm's capacity lies "
                      f"between the highest level it and every lower level met in every repeat "
                      f"and the lowest level it missed in every repeat, so the ratio is "
-                     f"{cap.range_text()}"),
+                     f"{cap.range_text()}") if cap.basis == "grid" else (
+                "capacity from capacity searches: each arm's capacity lies between its "
+                "highest confirmed passing load and the lowest failing load above it, so the "
+                f"ratio is {cap.range_text()}"),
         }
     else:
         omitted["capacity_increase"] = cap.reason or "not measured"

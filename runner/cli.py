@@ -59,6 +59,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if run.status == "complete" else 1
 
 
+def cmd_capacity(args: argparse.Namespace) -> int:
+    import json
+
+    from .capacity import make_settings, render_text, run_capacity_search
+
+    settings = make_settings(slo_p95_ms=args.slo_p95_ms, slo_success=args.slo_success,
+                             model=args.model, min_rate=args.min_rate, max_rate=args.max_rate,
+                             precision=args.precision, trial_duration=args.trial_duration,
+                             warmup=args.warmup, cooldown=args.cooldown, confirm=args.confirm,
+                             budget=args.budget)
+    result = run_capacity_search(settings, label=args.label, target=args.target,
+                                 profile=args.profile, script=args.script, out_dir=args.out)
+    print(json.dumps(result.to_dict(), indent=2) if args.format == "json"
+          else render_text(result))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files
 
@@ -240,6 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one setting of the reference service's profile "
                           "(with --profile), e.g. --set pool_pre_ping=false")
     run.set_defaults(func=cmd_run)
+
+    cap = sub.add_parser("capacity", help="search the highest load that meets an SLO")
+    where = cap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", help="base URL of any HTTP service")
+    where.add_argument("--profile", help="start the reference service: baseline, optimized "
+                                         "or a profile .toml")
+    cap.add_argument("--label", required=True, help="the arm's name, e.g. baseline")
+    cap.add_argument("--slo-p95-ms", type=float, required=True,
+                     help="SLO: p95 latency of successful requests, in ms")
+    cap.add_argument("--slo-success", type=float, required=True,
+                     help="SLO: share of 2xx answers, e.g. 0.99")
+    cap.add_argument("--model", default="rate", choices=["rate", "vus"],
+                     help="rate: arrival rate in requests/s (default); vus: virtual users")
+    cap.add_argument("--min-rate", type=int, default=None,
+                     help="first load tried (default 10 req/s, or 1 user)")
+    cap.add_argument("--max-rate", type=int, default=None,
+                     help="highest load tried (default 20000 req/s, or 2000 users)")
+    cap.add_argument("--precision", type=float, default=0.05,
+                     help="stop bisecting when (fail - pass) / pass is at most this")
+    cap.add_argument("--trial-duration", default="10s", help="measured time per trial")
+    cap.add_argument("--warmup", default="2s", help="warm-up per trial, kept out of the figures")
+    cap.add_argument("--cooldown", default="2s", help="pause between trials")
+    cap.add_argument("--confirm", type=int, default=1,
+                     help="times the highest passing load is re-tried (default 1)")
+    cap.add_argument("--budget", default="10m", help="stop with the bracket found by then")
+    cap.add_argument("--script", default=None,
+                     help="quick (default with --target), submit (default with --profile), "
+                          "journey, or a path to your k6 script")
+    cap.add_argument("--out", default="data/runs", help="run store folder")
+    cap.add_argument("--format", choices=["text", "json"], default="text")
+    cap.set_defaults(func=cmd_capacity)
 
     imp = sub.add_parser("import", help="store existing k6 outputs as a run")
     imp.add_argument("files", nargs="+", metavar="FILE")

@@ -133,6 +133,7 @@ class Capacity:
     ratio_low: float | None = None
     ratio_high: float | None = None  # None: not bounded by the plan
     verdict: str = "not comparable"
+    basis: str = "grid"  # "grid" (a stage plan's levels) or "search" (capacity-search brackets)
 
     def ratio_text(self) -> str:
         """The ratio as its range on the grid ("1.50x–3.00x", "≥2.00x", "<0.67x"), never the
@@ -160,7 +161,8 @@ class Capacity:
             return ""
         low = f"{self.ratio_low:.2f}x" if self.ratio_low is not None else "0x"
         high = f"{self.ratio_high:.2f}x" if self.ratio_high is not None else "∞"
-        return f"between {low} and {high} on this grid"
+        where = "on this grid" if self.basis == "grid" else "from the searches' brackets"
+        return f"between {low} and {high} {where}"
 
 
 @dataclass
@@ -687,8 +689,12 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
         stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
                                 overlap=lambda b, c: _overlaps(b, c, baseline, candidate))
     family = apply_claim_family(stages)
-    capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
-    _confirm_capacity(capacity, stages)
+    from .capacity import search_capacity  # capacity-search runs: brackets, not a grid
+
+    capacity = search_capacity(baseline, candidate)
+    if capacity is None:
+        capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
+        _confirm_capacity(capacity, stages)
     headline = None
     for stage in reversed(stages):
         if stage.metrics["latency_p95_ms"].ratio is not None and not stage.withheld:

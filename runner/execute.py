@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,7 @@ class K6Outcome:
     timed_out: bool  # ran past its bound and was stopped
     conditions: dict[str, Any]  # CPU of k6, the target and the rest while k6 ran
     watch: CpuWatch | None = None  # its once-a-second resource timeline
+    stopped_early: str | None = None  # why the caller's stop_when ended k6 before its end
 
 
 @dataclass
@@ -368,11 +369,27 @@ class RunSession:
         for stage in self.plan.stages:
             self._run_stage(stage, repeat)
 
+    def run_stage(self, stage: Stage, repeat: int = 1,
+                  stop_when: Callable[[float], str | None] | None = None) -> dict[str, Any]:
+        """Run one given stage (a capacity-search trial, say) and return its stage record.
+        ``stop_when(elapsed_s)`` is asked about once a second while k6 runs; a reason it
+        returns stops k6 gracefully, and the record keeps it as ``stopped_early``."""
+        assert self.run is not None, "open() first"
+        if not self.run.stages:
+            self.run.manifest["started_at"] = iso(utcnow())
+        if self.profile is not None and self._service is None:
+            self._start_service()
+        self._run_stage(stage, repeat, stop_when)
+        return self.run.stages[-1]
+
     def _drive_k6(self, cmd: list[str], env: Mapping[str, str], cwd: Path, title: str,
-                  raw_csv: Path, limit_s: float) -> K6Outcome:
+                  raw_csv: Path, limit_s: float,
+                  stop_when: Callable[[float], str | None] | None = None) -> K6Outcome:
         """Run k6 with a live status line until it exits; k6 is stopped (its whole process
-        group) on every way out of here: its time bound, Ctrl-C, or any exception."""
+        group) on every way out of here: its time bound, Ctrl-C, ``stop_when``, or any
+        exception."""
         interrupted = timed_out = False
+        stopped: str | None = None
         tail = CsvTail(str(raw_csv))
         window: list[tuple[float, int]] = []
         proc: subprocess.Popen[bytes] | None = None
@@ -403,6 +420,8 @@ class RunSession:
                     if elapsed > limit_s:
                         timed_out = True
                         break
+                    if stop_when is not None and (stopped := stop_when(elapsed)) is not None:
+                        break
             except KeyboardInterrupt:
                 if proc is None:  # k6 never started; the run's close marks this stage
                     raise
@@ -412,7 +431,7 @@ class RunSession:
                     stop_k6(proc)  # a no-op when k6 has already exited
                 self.progress.done()
         assert proc is not None
-        return K6Outcome(proc.returncode, interrupted, timed_out, watch.stop(), watch)
+        return K6Outcome(proc.returncode, interrupted, timed_out, watch.stop(), watch, stopped)
 
     def _k6_cmd(self, raw_csv: Path, summary_tmp: Path, entry: Path) -> list[str]:
         # absolute paths: k6 runs in the stage's folder (so files a script's handleSummary
@@ -424,7 +443,8 @@ class RunSession:
             cmd += ["--summary-export", str(summary_tmp.resolve())]
         return cmd + [str(entry.resolve())]
 
-    def _run_stage(self, stage: Stage, repeat: int) -> None:
+    def _run_stage(self, stage: Stage, repeat: int,
+                   stop_when: Callable[[float], str | None] | None = None) -> None:
         assert self.run is not None and self.target is not None
         run = self.run
         stage_dir_name = f"r{repeat}-{stage.key}"
@@ -462,7 +482,10 @@ class RunSession:
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
         outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
-                                 limit_s=stage.duration_s + stage.warmup_s + BOUND_SLACK_S)
+                                 limit_s=stage.duration_s + stage.warmup_s + BOUND_SLACK_S,
+                                 stop_when=stop_when)
+        if outcome.stopped_early is not None:
+            record["stopped_early"] = outcome.stopped_early
         self._record_exit(record, outcome, stage_dir)
         try:
             self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage.key, repeat)
@@ -597,8 +620,8 @@ class RunSession:
                 + ", ".join(crossed or record["aborted_on"]) + ")"
                 + (f" after {record['measured_s']:.1f} s" if record.get("measured_s")
                    is not None else ""))
-        elif code in (0, 99):
-            record["status"] = "complete"
+        elif code in (0, 99) or (code == 105 and outcome.stopped_early is not None):
+            record["status"] = "complete"  # 105: k6's exit on the signal that stopped it early
         else:
             record["status"] = "failed"
             record["status_reason"] = (f"k6 exited {code}: {record['k6_exit_meaning']}"
@@ -707,7 +730,7 @@ class RunSession:
                                           pl.col("timestamp").max().alias("last"))
                                      .collect().iter_rows()):
                 spans[key] = (first, last)
-        cut_short = (outcome.interrupted or outcome.timed_out
+        cut_short = (outcome.interrupted or outcome.timed_out or outcome.stopped_early
                      or any(r.get("aborted_on") is not None for r in records))
         offset = 0.0
         for record, stage in zip(records, stages, strict=True):

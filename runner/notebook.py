@@ -234,6 +234,8 @@ def ratios(report: ReportData) -> Any:
 
 
 def capacity(report: ReportData) -> Any:
+    from .capacity import trace_rows
+
     parts = []
     for name, comp in (("Stage plan", report.comparison), ("Arrival-rate probe", report.probe)):
         if comp is None:
@@ -248,6 +250,10 @@ def capacity(report: ReportData) -> Any:
         parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
                      f"{html.escape(cap.ratio_text() + verdict)}</h4>"
                      + _table(pd.DataFrame(rows)))
+        for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
+            if trace := trace_rows(run):  # a capacity-search run: its trials in order
+                parts.append(f"<h5>Search trace, {role}: {html.escape(run.label)}</h5>"
+                             + _table(pd.DataFrame(trace)))
     return _wrap("".join(parts))
 
 
