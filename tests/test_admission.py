@@ -27,7 +27,7 @@ class Clock:
 
 def limiter(clock: Clock, **kw: float) -> AdaptiveLimit:
     args: dict[str, object] = {"clock": clock, "initial": 20, "min_limit": 4, "max_limit": 40,
-                              "latency_target_s": 0.1, "window_s": 0.1, "min_samples": 5,
+                              "target_s": 0.1, "window_s": 0.1, "min_samples": 5,
                               "backoff": 0.5, "increase": 2}
     args.update(kw)
     return AdaptiveLimit(**args)  # type: ignore[arg-type]
@@ -39,7 +39,8 @@ def run_window(lim: AdaptiveLimit, clock: Clock, concurrent: int, latency_s: flo
     admitted = sum(lim.try_acquire() for _ in range(concurrent))
     clock.now += max(latency_s, lim.window_s)
     for _ in range(admitted):
-        lim.release(latency_s)
+        lim.release()
+        lim.observe(latency_s)
     return admitted
 
 
@@ -48,7 +49,7 @@ def test_admits_up_to_the_limit_and_sheds_beyond() -> None:
     lim = limiter(clock, initial=5, min_limit=1)
     assert [lim.try_acquire() for _ in range(7)] == [True] * 5 + [False] * 2
     assert (lim.in_flight, lim.shed_total) == (5, 2)
-    lim.release(0.01)
+    lim.release()
     assert lim.try_acquire() is True
 
 
@@ -93,22 +94,25 @@ def test_window_needs_both_time_and_samples() -> None:
         lim.try_acquire()
     clock.now += 1.0
     for _ in range(4):
-        lim.release(1.0)  # slow, but only 4 samples: no decision yet
+        lim.release()
+        lim.observe(1.0)  # slow, but only 4 samples: no decision yet
     assert lim.limit == 20 and lim.last_window_p90_s is None
     lim.try_acquire()
-    lim.release(1.0)
+    lim.release()
+    lim.observe(1.0)
     assert lim.limit == 10 and lim.last_window_p90_s == 1.0
     for _ in range(5):  # enough samples, but the window's time has not passed
         lim.try_acquire()
-        lim.release(1.0)
+        lim.release()
+        lim.observe(1.0)
     assert lim.limit == 10
 
 
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="min_limit"):
-        AdaptiveLimit(initial=2, min_limit=4, max_limit=8, latency_target_s=0.1, window_s=0.1)
+        AdaptiveLimit(initial=2, min_limit=4, max_limit=8, target_s=0.1, window_s=0.1)
     with pytest.raises(ValueError, match="backoff"):
-        AdaptiveLimit(initial=4, min_limit=4, max_limit=8, latency_target_s=0.1, window_s=0.1,
+        AdaptiveLimit(initial=4, min_limit=4, max_limit=8, target_s=0.1, window_s=0.1,
                       backoff=1.5)
 
 
@@ -120,6 +124,12 @@ def test_profile_knobs(tmp_path: Path) -> None:
     bad.write_text("admission_min_limit = 50\nadmission_initial_limit = 10\n")
     with pytest.raises(ProfileError, match="admission_min_limit"):
         load_settings(str(bad))
+    with pytest.raises(ProfileError, match="db_concurrency"):
+        load_settings("optimized", db_concurrency=0)
+    assert load_settings("optimized", db_concurrency=0,
+                         admission_signal="latency").admission_signal == "latency"
+    with pytest.raises(ProfileError, match="admission_signal"):
+        load_settings("optimized", admission_signal="cpu")
 
 
 def _metric(text: str, name: str) -> float:

@@ -29,7 +29,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         admission = AdaptiveLimit(initial=settings.admission_initial_limit,
                                   min_limit=settings.admission_min_limit,
                                   max_limit=settings.admission_max_limit,
-                                  latency_target_s=settings.admission_latency_target_s,
+                                  target_s=settings.admission_target_s,
                                   window_s=settings.admission_window_s,
                                   min_samples=settings.admission_min_samples,
                                   backoff=settings.admission_backoff,
@@ -83,5 +83,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     app.add_middleware(ServiceMiddleware, telemetry=telemetry,
                        max_body_bytes=settings.max_body_bytes, limiter=limiter,
-                       admission=admission)
+                       admission=admission,
+                       observe_latency=settings.admission_signal == "latency")
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -35,13 +35,16 @@ class Settings(BaseSettings):
     # ago (HikariCP's "alive bypass window"); 0 pings on every checkout, as SQLAlchemy does
     pool_pre_ping_window_s: float = Field(default=0.0, ge=0)
 
-    # adaptive admission control: a concurrency limit revised from observed latency (AIMD,
-    # see resilience.AdaptiveLimit); requests over the limit are refused with 429 at once
+    # adaptive admission control: a concurrency limit revised from a delay the service observes
+    # (AIMD, see resilience.AdaptiveLimit); requests over the limit are refused with 429 at once.
+    # The delay is the wait for a database bulkhead slot ("queue_wait", needs db_concurrency)
+    # or each request's whole latency ("latency")
     admission_enabled: bool = False
-    admission_latency_target_s: float = Field(default=0.1, gt=0)
+    admission_signal: Literal["queue_wait", "latency"] = "queue_wait"
+    admission_target_s: float = Field(default=0.05, gt=0)
     admission_window_s: float = Field(default=0.1, gt=0)
     admission_min_samples: int = Field(default=10, ge=1)
-    admission_initial_limit: int = Field(default=200, ge=1)
+    admission_initial_limit: int = Field(default=100, ge=1)
     admission_min_limit: int = Field(default=8, ge=1)
     admission_max_limit: int = Field(default=500, ge=1)
     admission_backoff: float = Field(default=0.9, gt=0, lt=1)
@@ -87,6 +90,10 @@ class Settings(BaseSettings):
                              "admission_initial_limit <= admission_max_limit, not "
                              f"{self.admission_min_limit}, {self.admission_initial_limit}, "
                              f"{self.admission_max_limit}")
+        if (self.admission_enabled and self.admission_signal == "queue_wait"
+                and not self.db_concurrency):
+            raise ValueError("admission_signal 'queue_wait' watches the database bulkhead: set "
+                             "db_concurrency above 0, or use admission_signal 'latency'")
         return self
 
     def knobs(self) -> dict[str, Any]:

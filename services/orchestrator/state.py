@@ -52,6 +52,7 @@ class AppState:
         if bulkhead is None:
             yield
             return
+        waited = 0.0
         if bulkhead.locked():
             waiting = self.telemetry.bulkhead_waiting
             waiting.inc()
@@ -60,10 +61,12 @@ class AppState:
                 await bulkhead.acquire()
             finally:
                 waiting.dec()
-            self.telemetry.bulkhead_wait.observe(time.perf_counter() - started)
+            waited = time.perf_counter() - started
         else:
             await bulkhead.acquire()
-            self.telemetry.bulkhead_wait.observe(0.0)
+        self.telemetry.bulkhead_wait.observe(waited)
+        if self.admission is not None and self.settings.admission_signal == "queue_wait":
+            self.admission.observe(waited)
         try:
             yield
         finally:

@@ -23,8 +23,9 @@ class Telemetry:
         self.admission_shed = Counter("admission_shed", "Requests refused with 429, by cause",
                                       ["reason"], registry=r)
         self.admission_window_p90 = Gauge(
-            "admission_window_latency_p90_seconds",
-            "Adaptive admission: 90th-percentile latency of the last closed window", registry=r)
+            "admission_window_delay_p90_seconds",
+            "Adaptive admission: 90th percentile of the watched delay (bulkhead queue wait or "
+            "latency) in the last closed window", registry=r)
         self.bulkhead_wait = Histogram("db_bulkhead_wait_seconds",
                                        "Queue wait for a database bulkhead slot",
                                        buckets=LATENCY_BUCKETS, registry=r)
