@@ -108,8 +108,8 @@ def test_health_and_metrics(service: ServiceProcess) -> None:
 
 @pytest.mark.slow
 def test_rate_limiter_sheds_with_429_and_retry_after() -> None:
-    with ServiceProcess("optimized", overrides={"rate_limit_rps": 5, "rate_limit_burst": 5}) \
-            as svc:
+    with ServiceProcess("optimized", overrides={"rate_limit_enabled": True, "rate_limit_rps": 1,
+                                                "rate_limit_burst": 5}) as svc:
         statuses = [post(svc.url, {"persona_id": "persona-1", "task_type": "x"})
                     for _ in range(30)]
     limited = [r for r in statuses if r.status_code == 429]
@@ -121,7 +121,8 @@ def test_profiles_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     opt = load_settings("optimized")
     assert (opt.pool_size, opt.max_overflow, opt.pool_timeout_s, opt.pool_recycle_s,
             opt.pool_pre_ping) == (10, 20, 30.0, 3600, True)
-    assert opt.rate_limit_enabled and opt.breaker_enabled and opt.separate_worker_pool
+    assert opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
+    assert not opt.rate_limit_enabled  # the hard cap is a switch, off by default
     base = load_settings("baseline")
     assert (base.pool_size, base.max_overflow, base.rate_limit_enabled, base.breaker_enabled,
             base.request_timeout_s, base.separate_worker_pool) == (5, 0, False, False, 0, False)

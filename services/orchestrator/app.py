@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from .api.routes import health, tasks
 from .db import create_schema, make_engine, worker_view
 from .middleware import ServiceMiddleware
-from .resilience import BreakerState, CircuitBreaker, TokenBucket
+from .resilience import AdaptiveLimit, BreakerState, CircuitBreaker, TokenBucket
 from .settings import Settings
 from .state import AppState, breaker_transition_recorder
 from .telemetry import Telemetry
@@ -24,6 +24,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     telemetry = Telemetry()
     limiter = (TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst)
                if settings.rate_limit_enabled else None)
+    admission = None
+    if settings.admission_enabled:
+        admission = AdaptiveLimit(initial=settings.admission_initial_limit,
+                                  min_limit=settings.admission_min_limit,
+                                  max_limit=settings.admission_max_limit,
+                                  target_s=settings.admission_target_s,
+                                  window_s=settings.admission_window_s,
+                                  min_samples=settings.admission_min_samples,
+                                  backoff=settings.admission_backoff,
+                                  increase=settings.admission_increase)
     breaker = None
     if settings.breaker_enabled:
         breaker = CircuitBreaker(settings.breaker_failure_threshold,
@@ -38,7 +48,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                                      max_overflow=0)
                          if settings.separate_worker_pool else engine)
         await create_schema(worker_view(engine))
-        state = AppState(settings, engine, worker_engine, telemetry, limiter, breaker)
+        state = AppState(settings, engine, worker_engine, telemetry, limiter, breaker,
+                         admission=admission)
         if settings.db_concurrency:
             state.bulkhead = asyncio.Semaphore(settings.db_concurrency)
         app.state.orchestrator = state
@@ -71,5 +82,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                              "error": exc.__class__.__name__}, status_code=500)
 
     app.add_middleware(ServiceMiddleware, telemetry=telemetry,
-                       max_body_bytes=settings.max_body_bytes, limiter=limiter)
+                       max_body_bytes=settings.max_body_bytes, limiter=limiter,
+                       admission=admission,
+                       observe_latency=settings.admission_signal == "latency")
     return app

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: body size limit, load shedding, latency and in-flight metrics."""
+"""Pure ASGI middleware: admission control (429), body size limit, latency and in-flight
+metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .resilience import TokenBucket
+from .resilience import AdaptiveLimit, TokenBucket
 from .telemetry import Telemetry
 
 
@@ -21,17 +22,40 @@ async def _send_json(send: Send, status: int, body: dict[str, Any],
     await send({"type": "http.response.body", "body": payload})
 
 
+_SHED_BODIES = {reason: json.dumps({"detail": f"overloaded ({reason})"}).encode()
+                for reason in ("rate", "concurrency")}
+
+
+async def _send_shed(send: Send, reason: str, retry_after: str) -> None:
+    """The 429 answer: built from constants, as it must stay cheap when most requests get it."""
+    body = _SHED_BODIES[reason]
+    await send({"type": "http.response.start", "status": 429,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", retry_after.encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyTooLarge(Exception):
     pass
 
 
+def _sheddable(path: str) -> bool:
+    """Health checks and metrics are always answered: they are how overload is seen."""
+    return not path.startswith(("/health", "/metrics"))
+
+
 class ServiceMiddleware:
     def __init__(self, app: ASGIApp, telemetry: Telemetry, max_body_bytes: int,
-                 limiter: TokenBucket | None) -> None:
+                 limiter: TokenBucket | None, admission: AdaptiveLimit | None = None,
+                 observe_latency: bool = False) -> None:
         self.app = app
         self.telemetry = telemetry
         self.max_body_bytes = max_body_bytes
         self.limiter = limiter
+        self.admission = admission
+        # feed each admitted request's latency to the limit (else it watches the bulkhead)
+        self.observe_latency = observe_latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,29 +63,47 @@ class ServiceMiddleware:
             return
         started = time.perf_counter()
         status_holder = {"status": 500}
+        admitted = False
         self.telemetry.in_flight.inc()
         try:
+            if _sheddable(scope["path"]):
+                shed = self._shed()
+                if shed is not None:
+                    reason, retry_after = shed
+                    status_holder["status"] = 429
+                    self.telemetry.rate_limited.inc()
+                    self.telemetry.admission_shed.labels(reason).inc()
+                    await _send_shed(send, reason, retry_after)
+                    return
+                admitted = self.admission is not None
             await self._handle(scope, receive, send, status_holder)
         finally:
+            elapsed = time.perf_counter() - started
+            if admitted:
+                assert self.admission is not None
+                self.admission.release()
+                if self.observe_latency:
+                    self.admission.observe(elapsed)
             self.telemetry.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.telemetry.latency.labels(path, scope["method"], str(status_holder["status"])) \
-                .observe(time.perf_counter() - started)
+                .observe(elapsed)
+
+    def _shed(self) -> tuple[str, str] | None:
+        """Why this request is refused and its Retry-After, or None to admit it (taking a slot
+        of the adaptive limit, which the caller gives back)."""
+        if self.limiter is not None:
+            wait_s = self.limiter.try_acquire()
+            if wait_s > 0:
+                return "rate", str(max(1, int(wait_s + 0.999)))
+        if self.admission is not None and not self.admission.try_acquire():
+            # the limit frees within a request's latency; 1 s is the smallest whole value
+            return "concurrency", "1"
+        return None
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send,
                       status_holder: dict[str, int]) -> None:
-        path: str = scope["path"]
-        if self.limiter is not None and not path.startswith(("/health", "/metrics")):
-            wait_s = self.limiter.try_acquire()
-            if wait_s > 0:
-                self.telemetry.rate_limited.inc()
-                status_holder["status"] = 429
-                retry_after = str(max(1, int(wait_s + 0.999)))
-                await _send_json(send, 429, {"detail": "rate limited"},
-                                 [(b"retry-after", retry_after.encode())])
-                return
-
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -35,7 +35,22 @@ class Settings(BaseSettings):
     # ago (HikariCP's "alive bypass window"); 0 pings on every checkout, as SQLAlchemy does
     pool_pre_ping_window_s: float = Field(default=0.0, ge=0)
 
-    # load shedding
+    # adaptive admission control: a concurrency limit revised from a delay the service observes
+    # (AIMD, see resilience.AdaptiveLimit); requests over the limit are refused with 429 at once.
+    # The delay is the wait for a database bulkhead slot ("queue_wait", needs db_concurrency)
+    # or each request's whole latency ("latency")
+    admission_enabled: bool = False
+    admission_signal: Literal["queue_wait", "latency"] = "queue_wait"
+    admission_target_s: float = Field(default=0.05, gt=0)
+    admission_window_s: float = Field(default=0.1, gt=0)
+    admission_min_samples: int = Field(default=10, ge=1)
+    admission_initial_limit: int = Field(default=100, ge=1)
+    admission_min_limit: int = Field(default=8, ge=1)
+    admission_max_limit: int = Field(default=500, ge=1)
+    admission_backoff: float = Field(default=0.9, gt=0, lt=1)
+    admission_increase: float = Field(default=2.0, gt=0)
+
+    # hard cap on requests/s (token bucket), applied before the adaptive limit
     rate_limit_enabled: bool = False
     rate_limit_rps: float = Field(default=1000.0, gt=0)
     rate_limit_burst: int = Field(default=200, ge=1)
@@ -66,6 +81,20 @@ class Settings(BaseSettings):
     # request limits
     max_body_bytes: int = Field(default=1_000_000, ge=1)
     list_limit_max: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _admission_limits_ordered(self) -> Settings:
+        if not (self.admission_min_limit <= self.admission_initial_limit
+                <= self.admission_max_limit):
+            raise ValueError("admission limits must satisfy admission_min_limit <= "
+                             "admission_initial_limit <= admission_max_limit, not "
+                             f"{self.admission_min_limit}, {self.admission_initial_limit}, "
+                             f"{self.admission_max_limit}")
+        if (self.admission_enabled and self.admission_signal == "queue_wait"
+                and not self.db_concurrency):
+            raise ValueError("admission_signal 'queue_wait' watches the database bulkhead: set "
+                             "db_concurrency above 0, or use admission_signal 'latency'")
+        return self
 
     def knobs(self) -> dict[str, Any]:
         """The settings that shape behaviour, for manifests and reports (no secrets, no paths)."""

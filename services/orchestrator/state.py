@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .resilience import BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
+from .resilience import AdaptiveLimit, BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
 from .settings import Settings
 from .telemetry import Telemetry
 
@@ -40,11 +40,37 @@ class AppState:
     limiter: TokenBucket | None
     breaker: CircuitBreaker | None
     bulkhead: asyncio.Semaphore | None = None
+    admission: AdaptiveLimit | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def _bulkhead(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
-        return self.bulkhead if self.bulkhead is not None else contextlib.nullcontext()
+    @asynccontextmanager
+    async def _bulkhead(self) -> AsyncIterator[None]:
+        """A slot of the database bulkhead (none configured: go straight on); the wait for it
+        is the queueing delay in front of the database, recorded for /metrics."""
+        bulkhead = self.bulkhead
+        if bulkhead is None:
+            yield
+            return
+        waited = 0.0
+        if bulkhead.locked():
+            waiting = self.telemetry.bulkhead_waiting
+            waiting.inc()
+            started = time.perf_counter()
+            try:
+                await bulkhead.acquire()
+            finally:
+                waiting.dec()
+            waited = time.perf_counter() - started
+        else:
+            await bulkhead.acquire()
+        self.telemetry.bulkhead_wait.observe(waited)
+        if self.admission is not None and self.settings.admission_signal == "queue_wait":
+            self.admission.observe(waited)
+        try:
+            yield
+        finally:
+            bulkhead.release()
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[Any]:

@@ -15,6 +15,22 @@ class Telemetry:
                                  ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served", registry=r)
         self.rate_limited = Counter("rate_limited", "Requests shed with 429", registry=r)
+        self.admission_limit = Gauge("admission_concurrency_limit",
+                                     "Adaptive admission: current concurrency limit", registry=r)
+        self.admission_in_flight = Gauge("admission_in_flight",
+                                         "Adaptive admission: admitted requests in flight",
+                                         registry=r)
+        self.admission_shed = Counter("admission_shed", "Requests refused with 429, by cause",
+                                      ["reason"], registry=r)
+        self.admission_window_p90 = Gauge(
+            "admission_window_delay_p90_seconds",
+            "Adaptive admission: 90th percentile of the watched delay (bulkhead queue wait or "
+            "latency) in the last closed window", registry=r)
+        self.bulkhead_wait = Histogram("db_bulkhead_wait_seconds",
+                                       "Queue wait for a database bulkhead slot",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.bulkhead_waiting = Gauge("db_bulkhead_waiting",
+                                      "Requests waiting for a database bulkhead slot", registry=r)
         self.pool_size = Gauge("db_pool_size", "Configured steady pool size", ["pool"], registry=r)
         self.pool_checked_out = Gauge("db_pool_checked_out", "Connections in use", ["pool"],
                                       registry=r)

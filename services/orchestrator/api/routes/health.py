@@ -48,6 +48,10 @@ async def ready(state: StateDep) -> JSONResponse:
         components["rate_limiter"] = {"rate_rps": state.limiter.rate,
                                       "burst": state.limiter.burst,
                                       "rejected_total": state.limiter.rejected_total}
+    if state.admission is not None:
+        components["admission"] = {"limit": int(state.admission.limit),
+                                   "in_flight": state.admission.in_flight,
+                                   "shed_total": state.admission.shed_total}
     body = {"status": "ready" if not failing else "not_ready", "failing": failing,
             "profile": state.settings.profile, "components": components}
     return JSONResponse(body, status_code=200 if not failing else 503)
@@ -65,6 +69,11 @@ async def metrics(state: StateDep) -> Response:
         t.pool_size.labels(name).set(figures["size"])
         t.pool_checked_out.labels(name).set(figures["checked_out"])
         t.pool_overflow.labels(name).set(figures["overflow"])
+    if state.admission is not None:
+        t.admission_limit.set(int(state.admission.limit))
+        t.admission_in_flight.set(state.admission.in_flight)
+        if state.admission.last_window_p90_s is not None:
+            t.admission_window_p90.set(state.admission.last_window_p90_s)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), state.worker_engine.connect() as conn:
             depth = (await conn.execute(
