@@ -199,7 +199,10 @@ def header(report: ReportData) -> Any:
         css = "" if verdict in ("improved", "derived") else (
             "bad" if verdict in ("regressed", "trade-off") else "flat")
         ci = record.get("ci95")
-        ci_text = f"95% CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else "no interval (a load level)"
+        scope = ("within this run only" if "within this run only" in record.get("note", "")
+                 else "between repeats")
+        ci_text = (f"95% interval {ci[0]:.2f}–{ci[1]:.2f}, {scope}" if ci
+                   else "no interval (a load level)")
         shown = value.split(" (")[0] if key != "cost_savings" else value
         cards.append(f'<div class="card"><div class="v {css}">{html.escape(shown)}</div>'
                      f'<div class="k">{label}: {html.escape(verdict)}</div>'

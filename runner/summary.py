@@ -68,7 +68,7 @@ def _share(successes: int, total: int) -> str:
         return "—"
     interval = stats.wilson(successes, total)
     assert interval is not None
-    return f"{successes / total:.1%} [{interval[0]:.1%}–{interval[1]:.1%}]"
+    return f"{successes / total:.1%} [{interval[0]:.2%}–{interval[1]:.2%}]"
 
 
 def dashboard_rows(comparison: Comparison) -> list[dict[str, str]]:
