@@ -328,12 +328,14 @@ def test_search_finds_the_slot_servers_capacity(runs_dir: Path) -> None:
 def test_a_target_faster_than_k6_is_limited_by_the_generator(runs_dir: Path) -> None:
     with slot_server(100_000, 0) as url:
         result = run_capacity_search(
-            settings(slo_p95_ms=1000, slo_success=0.5, min_rate=40_000, max_rate=40_000,
+            # a generous SLO: the target answers at once, so what k6 records beyond that is
+            # k6's own delay; from 2,000 req/s the ramp passes what one k6 here delivers
+            settings(slo_p95_ms=5000, slo_success=0.5, min_rate=2000, max_rate=64_000,
                      trial_duration="2s", warmup="0s", budget="2m"),
             label="fast", target=url, script="quick", out_dir=runs_dir, progress=QUIET)
     assert result.limited_by == "generator", [t.reason for t in result.trials]
     assert result.capacity is None
-    assert result.lower_bound is not None and 0 < result.lower_bound < 40_000
+    assert result.lower_bound is not None and 0 < result.lower_bound < 64_000
     assert "lower bound" in result.note
 
 
