@@ -87,9 +87,7 @@ def part_c(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float
     for m in metrics:
         print(f"   c {profile:<9} {line(m)}", flush=True)
     cap = arm_capacity(metrics, Slo(p95_ms=50.0, success=0.99))
-    print(f"   c {profile:<9} capacity {cap.level or 0} req/s"
-          f"{' (at least: the highest rate swept)' if cap.bound == 'at_least' else ''}",
-          flush=True)
+    print(f"   c {profile:<9} capacity {cap.shown(' req/s')} ({cap.bound})", flush=True)
     return {"capacity": float(cap.level or 0)}
 
 
