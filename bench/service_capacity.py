@@ -9,7 +9,8 @@ b. Overload: POST /task offered at --overload-rate (default 3,000 req/s, about 3
    2-core machine serves) for --overload-duration, then a calm stage at --calm-rate. Targets for
    optimized: every answer 2xx or 429 (no 5xx, no timeouts), p95 of the admitted requests
    <= 250 ms, calm-stage p95 <= 50 ms.
-c. Capacity under the SLO (p95 <= 50 ms, >= 99% 2xx, open model) from a sweep per arm. Target:
+c. Capacity under the SLO (p95 <= 50 ms, >= 99% 2xx, open model) per arm, from loadproof's
+   capacity search (runner/capacity.py), or a fixed sweep with --sweep. Target:
    optimized / baseline >= 1.5.
 d. The optimized profile at --rate (1,000) req/s for --duration: p95 <= 50 ms, p99 <= 150 ms,
    >= 99.9% 2xx, no dropped iterations.
@@ -29,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from loadproof.capacity import make_settings, run_capacity_search  # noqa: E402
 from loadproof.compare import Slo, arm_capacity  # noqa: E402
 from loadproof.execute import run_stages  # noqa: E402
 from loadproof.metrics import StageMetrics, stage_metrics  # noqa: E402
@@ -82,14 +84,24 @@ def part_b(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float
 
 
 def part_c(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    if not args.sweep:
+        settings = make_settings(slo_p95_ms=50.0, slo_success=0.99, min_rate=args.min_rate,
+                                 max_rate=args.max_rate, trial_duration=args.trial_duration,
+                                 budget=args.search_budget)
+        result = run_capacity_search(settings, label=f"{profile}-capacity", profile=profile,
+                                     out_dir=out, progress=Progress(quiet=True))
+        for trial in result.trials:
+            print(f"   c {profile:<9} trial {trial.level} req/s: "
+                  f"{'pass' if trial.passed else 'fail'} ({trial.reason})", flush=True)
+        print(f"   c {profile:<9} capacity {result.capacity} req/s, first fail "
+              f"{result.first_fail}, limited by {result.limited_by}; {result.note}", flush=True)
+        return {"capacity": float(result.capacity or 0)}
     metrics = stages(profile, [int(r) for r in args.rates.split(",")], model="rate",
                      script="submit", duration=args.sweep_duration, warmup="3s", out=out)
     for m in metrics:
         print(f"   c {profile:<9} {line(m)}", flush=True)
     cap = arm_capacity(metrics, Slo(p95_ms=50.0, success=0.99))
-    print(f"   c {profile:<9} capacity {cap.level or 0} req/s"
-          f"{' (at least: the highest rate swept)' if cap.bound == 'at_least' else ''}",
-          flush=True)
+    print(f"   c {profile:<9} capacity {cap.shown(' req/s')} ({cap.bound})", flush=True)
     return {"capacity": float(cap.level or 0)}
 
 
@@ -111,6 +123,12 @@ def main() -> None:
     parser.add_argument("--overload-rate", type=int, default=3000)
     parser.add_argument("--overload-duration", default="10s")
     parser.add_argument("--calm-rate", type=int, default=200)
+    parser.add_argument("--min-rate", type=int, default=100, help="capacity search start")
+    parser.add_argument("--max-rate", type=int, default=3000)
+    parser.add_argument("--trial-duration", default="10s")
+    parser.add_argument("--search-budget", default="5m", help="per arm and round")
+    parser.add_argument("--sweep", action="store_true",
+                        help="part c from a fixed sweep of --rates instead of the search")
     parser.add_argument("--rates", default="200,400,600,800,1000,1200,1400")
     parser.add_argument("--sweep-duration", default="10s")
     parser.add_argument("--rate", type=int, default=1000)

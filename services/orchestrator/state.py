@@ -52,25 +52,27 @@ class AppState:
         if bulkhead is None:
             yield
             return
-        waited = 0.0
         if bulkhead.locked():
             waiting = self.telemetry.bulkhead_waiting
             waiting.inc()
             started = time.perf_counter()
             try:
                 await bulkhead.acquire()
-            finally:
+            finally:  # a wait cut short by the request deadline counts too
                 waiting.dec()
-            waited = time.perf_counter() - started
+                self._record_wait(time.perf_counter() - started)
         else:
             await bulkhead.acquire()
-        self.telemetry.bulkhead_wait.observe(waited)
-        if self.admission is not None and self.settings.admission_signal == "queue_wait":
-            self.admission.observe(waited)
+            self._record_wait(0.0)
         try:
             yield
         finally:
             bulkhead.release()
+
+    def _record_wait(self, waited_s: float) -> None:
+        self.telemetry.bulkhead_wait.observe(waited_s)
+        if self.admission is not None and self.settings.admission_signal == "queue_wait":
+            self.admission.observe(waited_s)
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[Any]:
