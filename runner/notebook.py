@@ -379,3 +379,26 @@ def stored_runs(runs_dir: str | Path = "data/runs") -> Any:
                      "(<code>loadproof run</code> and <code>loadproof import</code> add them).</p>")
     return _wrap(f"<p>Stored runs in {html.escape(str(store))}, newest first (the listing of "
                  "<code>loadproof runs</code>):</p>" + _table(frame))
+
+
+def run_live(plan: Any, **options: Any) -> Run:
+    """``run_stages`` from a notebook cell: progress drawn in the cell as it runs; the kernel's
+    interrupt button stops it as Ctrl-C stops ``loadproof run`` (k6 stopped gracefully, the
+    service stopped, finished stages kept, the run marked incomplete), and the kept run is
+    returned so the cells below still show its finished stages."""
+    from IPython.display import HTML, display
+
+    from .execute import Interrupted, run_stages
+    from .progress import CellProgress
+
+    progress = CellProgress()
+    try:
+        return run_stages(plan, progress=progress, **options)
+    except Interrupted as stopped:
+        finished = sum(1 for s in stopped.run.stages if s.get("status") == "complete")
+        progress.line(f"interrupted: {finished} finished stage(s) kept in {stopped.run.path} "
+                      f"(status: {stopped.run.status})")
+        display(HTML(f"<p><b>Interrupted.</b> Run <code>{html.escape(stopped.run.run_id)}"
+                     f"</code> is stored as <b>{html.escape(stopped.run.status)}</b> with "
+                     f"{finished} finished stage(s); the cells below show them.</p>"))
+        return stopped.run

@@ -239,3 +239,68 @@ def test_cells_tagged_explore_stay_out_of_the_exported_report(tmp_path: Path) ->
     shipped = nbformat.read(REPO / "notebooks" / "report.ipynb", as_version=4)
     listing = [c for c in shipped.cells if "stored_runs" in c.source]
     assert listing and all("explore" in c.metadata.get("tags", []) for c in listing)
+
+
+@pytest.mark.slow
+def test_run_now_shows_progress_in_the_cell_and_stops_on_the_interrupt_button(
+        tmp_path: Path) -> None:
+    """The Lab's interrupt button is jupyter_client's interrupt_kernel: SIGINT to the kernel's
+    process group. The run stops as on Ctrl-C, and the cell shows what was kept."""
+    from jupyter_client.manager import KernelManager
+    from loadproof.report import kernel_manager_config
+    from loadproof.store import load_run
+
+    from .helpers import tiny_server
+
+    store = tmp_path / "runs"
+    km = KernelManager(kernel_name="python3", config=kernel_manager_config())
+    with tiny_server() as url:
+        km.start_kernel(cwd=str(REPO / "notebooks"))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            msg_id = kc.execute(
+                "from loadproof import notebook as nb\n"
+                "from loadproof.plan import make_plan\n"
+                "plan = make_plan('10,10,10,10', model='rate', stage_duration='3s')\n"
+                f"run = nb.run_live(plan, label='stop', target={url!r}, script='quick', "
+                f"out_dir={str(store)!r})\n")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                found = list(store.glob("*/manifest.json"))
+                if found:
+                    statuses = [s["status"] for s in json.loads(found[0].read_text())["stages"]]
+                    if statuses[:1] == ["complete"] and len(statuses) == 2:
+                        break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the first stage did not finish within 120s")
+            kernel_children = psutil.Process(km.provisioner.pid).children(recursive=True)
+            km.interrupt_kernel()
+            updates: list[str] = []
+            reply = None
+            while reply is None:
+                message = kc.get_iopub_msg(timeout=120)
+                if message["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if message["msg_type"] in ("display_data", "update_display_data"):
+                    updates.append(message["content"]["data"].get("text/html", ""))
+                if message["msg_type"] == "error":
+                    raise AssertionError("\n".join(message["content"]["traceback"]))
+                if (message["msg_type"] == "status"
+                        and message["content"]["execution_state"] == "idle"):
+                    reply = kc.get_shell_msg(timeout=30)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    # drawn in place while it ran: the live status of a stage, then the kept run
+    assert sum("req/s" in u for u in updates) >= 1, updates
+    assert any("Interrupted." in u for u in updates)
+    run = load_run(next(store.iterdir()))
+    assert run.status == "incomplete"
+    assert [s["status"] for s in run.stages][:2] == ["complete", "incomplete"]
+    # k6 (in a session of its own) was stopped by the run, not left behind
+    _, alive = psutil.wait_procs(kernel_children, timeout=10)
+    assert not alive, alive
