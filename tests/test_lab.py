@@ -177,6 +177,7 @@ def test_make_lab_serves_the_notebooks_on_loopback_with_quiet_encrypted_kernels(
         lab.stop()
 
 
+@pytest.mark.slow  # a papermill kernel: about 20 s on a busy machine
 def test_papermill_kernels_start_encrypted_and_compare_lists_the_store(tmp_path: Path) -> None:
     store = _store(tmp_path)
     out = tmp_path / "compare.ipynb"
