@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-without-optional-libs lint typecheck unit clean
+.PHONY: install demo lab test test-without-optional-libs lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -17,6 +17,17 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/loadproof pipeline
+
+# Interactive exploration: JupyterLab on notebooks/, bound to 127.0.0.1 only, no browser (it
+# prints the URL with its token; open that). Kernels get CurveZMQ transport encryption from
+# the kernel manager (the kernelspec declares support), so they start without ipykernel's
+# "running over TCP without encryption" notice. LAB_PORT=8890 picks another port. As root
+# (a container) Jupyter refuses to start unless told; it still serves loopback only.
+LAB_PORT ?= 8888
+lab: install
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) \
+		--ServerApp.root_dir=notebooks --KernelManager.transport_encryption=auto \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: install
 	$(BIN)/ruff check runner services tests bench

@@ -137,7 +137,7 @@ def open_run(ref: str | Path, runs_dir: str | Path = "data/runs") -> Run:
     try:
         return load_run(find_path(ref))
     except RunStoreError:
-        return load_run(ref, Path(runs_dir))
+        return load_run(ref, runs_path(runs_dir))
 
 
 @dataclass
@@ -331,3 +331,74 @@ def arm_chart(run: Run, name: str) -> Any:
 def run_table(run_ref: str | Path, runs_dir: str | Path = "data/runs") -> pd.DataFrame:
     run = open_run(run_ref, runs_dir)
     return metrics_table(stage_metrics(run)).to_pandas()
+
+
+def runs_path(runs_dir: str | Path) -> Path:
+    """The run store a notebook names: as given when it exists from the kernel's folder, else
+    relative to the project (papermill runs notebooks from the project root, JupyterLab from
+    notebooks/; ``data/runs`` means the same store from both)."""
+    path = Path(runs_dir)
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def runs_table(runs_dir: str | Path = "data/runs") -> pd.DataFrame:
+    """The stored runs, newest first: the listing of ``loadproof runs`` as a table."""
+    from .listing import list_entries, plan_text
+
+    rows = []
+    for e in list_entries(runs_path(runs_dir)):
+        if e.stages_completed is None:
+            stages = "-"
+        elif e.stages_total is not None:
+            stages = f"{e.stages_completed}/{e.stages_total}"
+        else:
+            stages = str(e.stages_completed)
+        rows.append({"run id": e.run_id, "label": e.label or "-", "status": e.status,
+                     "target / profile": f"profile {e.profile}" if e.profile else (e.target or "-"),
+                     "plan": plan_text(e.plan), "stages": stages,
+                     "requests": f"{e.requests:,}" if e.requests is not None else "-",
+                     "started (UTC)": (e.started_at or "-").split(".")[0].rstrip("Z").replace("T", " "),
+                     "problem": e.problem or ""})
+    return pd.DataFrame(rows, columns=["run id", "label", "status", "target / profile", "plan",
+                                       "stages", "requests", "started (UTC)", "problem"])
+
+
+def stored_runs(runs_dir: str | Path = "data/runs") -> Any:
+    """The runs to choose from, as a table (a run id, or a run folder's path, is what
+    ``baseline_run``/``candidate_run``/``existing_run`` take); a missing or empty store is said
+    in words, not raised, so the rest of the notebook still runs."""
+    store = runs_path(runs_dir)
+    try:
+        frame = runs_table(store)
+    except RunStoreError as exc:
+        return _wrap(f"<p>No stored runs to list: {html.escape(str(exc))}</p>")
+    if frame.empty:
+        return _wrap(f"<p>The run store {html.escape(str(store))} holds no runs yet "
+                     "(<code>loadproof run</code> and <code>loadproof import</code> add them).</p>")
+    return _wrap(f"<p>Stored runs in {html.escape(str(store))}, newest first (the listing of "
+                 "<code>loadproof runs</code>):</p>" + _table(frame))
+
+
+def run_live(plan: Any, **options: Any) -> Run:
+    """``run_stages`` from a notebook cell: progress drawn in the cell as it runs; the kernel's
+    interrupt button stops it as Ctrl-C stops ``loadproof run`` (k6 stopped gracefully, the
+    service stopped, finished stages kept, the run marked incomplete), and the kept run is
+    returned so the cells below still show its finished stages."""
+    from IPython.display import HTML, display
+
+    from .execute import Interrupted, run_stages
+    from .progress import CellProgress
+
+    progress = CellProgress()
+    try:
+        return run_stages(plan, progress=progress, **options)
+    except Interrupted as stopped:
+        finished = sum(1 for s in stopped.run.stages if s.get("status") == "complete")
+        progress.line(f"interrupted: {finished} finished stage(s) kept in {stopped.run.path} "
+                      f"(status: {stopped.run.status})")
+        display(HTML(f"<p><b>Interrupted.</b> Run <code>{html.escape(stopped.run.run_id)}"
+                     f"</code> is stored as <b>{html.escape(stopped.run.status)}</b> with "
+                     f"{finished} finished stage(s); the cells below show them.</p>"))
+        return stopped.run

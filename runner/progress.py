@@ -106,3 +106,51 @@ class CsvTail:
     @property
     def recent_rate_limited_share(self) -> float:
         return self.recent_rate_limited / self.recent if self.recent else 0.0
+
+
+class CellProgress(Progress):
+    """Progress in a Jupyter cell: one output redrawn in place (an IPython display handle)
+    holding the lasting lines and, under them, the live status of the running stage. Redraws
+    are throttled; the kernel's messages cost the machine little while k6 runs."""
+
+    KEEP_LINES = 40
+
+    def __init__(self, *, every_s: float = 1.0) -> None:
+        super().__init__(quiet=False, live=True, stream=sys.stderr)
+        from IPython.display import HTML, display
+
+        self._html = HTML
+        self.every_s = every_s
+        self.lines: list[str] = []
+        self.current = ""
+        self._drawn = 0.0
+        self.handle = display(self._render(), display_id=True)
+
+    def _render(self) -> object:
+        import html
+
+        shown = self.lines[-self.KEEP_LINES:]
+        body = html.escape("\n".join(shown))
+        if self.current:
+            body += ("\n" if shown else "") + f"<b>{html.escape(self.current)}</b>"
+        return self._html(f'<pre class="lp-progress">{body or "starting…"}</pre>')
+
+    def _draw(self) -> None:
+        self._drawn = time.monotonic()
+        if self.handle is not None:
+            self.handle.update(self._render())
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+        self.current = ""
+        self._draw()
+
+    def status(self, text: str, *, every_s: float = 5.0) -> None:
+        self.current = text
+        if time.monotonic() - self._drawn >= self.every_s:
+            self._draw()
+
+    def done(self) -> None:
+        if self.current:
+            self.current = ""
+            self._draw()

@@ -57,7 +57,8 @@ def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> P
         with _kernel_stderr_to(out_path.with_suffix(".kernel.log")):
             papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
                                        kernel_name="python3", progress_bar=False,
-                                       cwd=str(PROJECT_ROOT), log_output=False)
+                                       cwd=str(PROJECT_ROOT), log_output=False,
+                                       config=kernel_manager_config())
     except papermill.PapermillExecutionError as exc:
         raise ReportError(f"notebook {source.name} failed in cell {exc.exec_count} "
                           f"({exc.ename}: {exc.evalue}); the executed copy with the error is "
@@ -69,9 +70,21 @@ def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> P
     return out_path
 
 
+def kernel_manager_config() -> Any:
+    """Kernels started with CurveZMQ transport encryption, provisioned by jupyter_client's
+    kernel manager (ipykernel's kernelspec declares support): ipykernel warns at each start of
+    a kernel that talks plain TCP, and this is what its warning asks for. ``make lab`` passes
+    the same setting to JupyterLab."""
+    import zmq
+    from traitlets.config import Config
+
+    policy = "auto" if zmq.has("curve") else "disabled"  # pyzmq's wheels carry libsodium
+    return Config({"KernelManager": {"transport_encryption": policy}})
+
+
 @contextlib.contextmanager
 def _kernel_stderr_to(log_path: Path) -> Iterator[None]:
-    """The kernel inherits our stderr and chatters on it (transport warnings); send that to a
+    """The kernel inherits our stderr and logs on it (its warnings, a crash); send that to a
     log beside the executed notebook, kept only when it holds something."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -84,7 +97,7 @@ def _kernel_stderr_to(log_path: Path) -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
     text = log_path.read_text(errors="replace")
-    if not text.strip() or all("without encryption" in line for line in text.strip().splitlines()):
+    if not text.strip():
         log_path.unlink()
 
 
@@ -105,8 +118,12 @@ _ALT_TEXT_TEMPLATE = """{%- extends 'index.html.j2' -%}
 def export_html(executed: Path, out_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     exporter = HTMLExporter(template_name="lab")
+    # cells tagged "explore" help a person choose runs by hand; they are not part of a report
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"explore"}),
+                                   enabled=True)
     exporter.raw_template = _ALT_TEXT_TEMPLATE
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
