@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ImportFormatError, UsageError
+from .formats import PER_REQUEST_KINDS, convert
 from .ingest import (
     TIME_RESOLUTION_S,
     TimeFormat,
@@ -89,8 +90,11 @@ def import_files(files: list[Path | str], *, label: str,
         if not path.is_file():
             raise UsageError(f"import: no such file: {path}")
     kinds = [(path, sniff(path)) for path in paths]
-    raws = [(p, k) for p, k in kinds if k in RAW_KINDS]
-    summaries = [(p, k) for p, k in kinds if k not in RAW_KINDS]
+    raws = [(p, k) for p, k in kinds if k in RAW_KINDS or k in PER_REQUEST_KINDS]
+    history = [(p, k) for p, k in kinds if k == "locust-history"]
+    summaries = [(p, k) for p, k in kinds
+                 if k not in RAW_KINDS and k not in PER_REQUEST_KINDS and k != "locust-history"]
+    _check_locust(kinds, raws, summaries, history)
     for path, kind in summaries:
         if kind == "summary-v2":
             raise ImportFormatError(
@@ -103,6 +107,8 @@ def import_files(files: list[Path | str], *, label: str,
             "becomes a one-stage run) or the raw output of the test", path=paths[0])
     run_id, run_path = create_run_dir(Path(out_dir), label)
     stages: list[dict[str, Any]] = []
+    if not raws and summaries[0][1] == "locust-stats":
+        return _import_locust(summaries[0][0], history, run_id, run_path, label, kinds)
     if not raws:
         return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds)
     try:
@@ -112,6 +118,18 @@ def import_files(files: list[Path | str], *, label: str,
                 stage_dir.mkdir(parents=True)
                 out = stage_dir / "requests.parquet"
                 windows: dict[str, tuple[float, float]] = {}
+                if kind in PER_REQUEST_KINDS:
+                    converted = convert(kind, decompress_to(path, Path(scratch)), out,
+                                        repeat=repeat, stage="imported")
+                    if converted.window is not None:
+                        windows = {"imported": converted.window}
+                    resolution = converted.time_resolution_s
+                    records = _stage_records(out, stage_dir.name, repeat, windows, resolution)
+                    for record in records:
+                        record.update(converted.extra, source_kind=kind,
+                                      import_notes=converted.notes)
+                    stages.extend(records)
+                    continue
                 if kind == "csv":
                     plain = decompress_to(path, Path(scratch))
                     unit = csv_time_unit(plain)
@@ -157,20 +175,58 @@ def _manifest(run_id: str, label: str, kinds: list[tuple[Path, str]],
     }
 
 
+def _check_locust(kinds: list[tuple[Path, str]], raws: list[tuple[Path, str]],
+                  summaries: list[tuple[Path, str]], history: list[tuple[Path, str]]) -> None:
+    """Locust's files import alone: one _stats.csv, with at most one _stats_history.csv."""
+    locust = [p for p, k in summaries if k == "locust-stats"]
+    if not locust and not history:
+        return
+    if len(locust) != 1 or len(history) > 1 or raws or len(summaries) > 1:
+        raise ImportFormatError(
+            "import: Locust's outputs import on their own, one test at a time: one "
+            "PREFIX_stats.csv and, optionally, its PREFIX_stats_history.csv (given: "
+            f"{', '.join(f'{p} ({k})' for p, k in kinds)})",
+            path=(locust or [p for p, _ in history])[0])
+
+
+def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run_path: Path,
+                   label: str, kinds: list[tuple[Path, str]]) -> Run:
+    """A summary-only run from Locust's aggregates (see loadproof.formats.locust)."""
+    from .formats.locust import Stats
+
+    try:
+        summary = Stats.summary(path)
+        atomic_write_bytes(run_path / "imported" / "locust_stats.csv", read_bytes(path))
+        for hist, _kind in history:
+            atomic_write_bytes(run_path / "imported" / "locust_stats_history.csv",
+                               read_bytes(hist))
+    except BaseException:
+        shutil.rmtree(run_path, ignore_errors=True)
+        raise
+    return _import_summary_only(
+        path, run_id, run_path, label, kinds,
+        data=json.dumps(summary, indent=2).encode(),
+        reason="imported from Locust's _stats.csv: figures are Locust's aggregates (its "
+               "percentiles rounded to its buckets, 429s counted among its failures), with "
+               "no per-request timings and so no intervals")
+
+
 def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
-                         kinds: list[tuple[Path, str]]) -> Run:
+                         kinds: list[tuple[Path, str]], *, data: bytes | None = None,
+                         reason: str | None = None) -> Run:
     """A one-stage run from a summary: usable for point ratios, never for intervals."""
     from .metrics import from_summary
 
-    atomic_write_bytes(run_path / "imported" / "summary-1.json", read_bytes(path))
+    atomic_write_bytes(run_path / "imported" / "summary-1.json",
+                       data if data is not None else read_bytes(path))
     record: dict[str, Any] = {
         "dir": "r1-imported", "key": "imported", "index": 1, "repeat": 1, "level": None,
         "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
         "summary_only": True, "summary_file": "imported/summary-1.json",
     }
     run = Run(run_path, _manifest(
-        run_id, label, kinds, [record], reason="imported from a summary alone: figures are "
-        "k6's aggregates, with no per-request timings and so no intervals"))
+        run_id, label, kinds, [record], reason=reason or "imported from a summary alone: "
+        "figures are k6's aggregates, with no per-request timings and so no intervals"))
     try:
         record["requests"] = from_summary(record, run).requests
     except Exception:

@@ -1,0 +1,77 @@
+"""JMeter's CSV results (a JTL file: ``jmeter -n -t plan.jmx -l results.jtl``).
+
+One row per sample, with a header line of JMeter's field names (JMeter's default since 2.x;
+``jmeter.save.saveservice.print_field_names``). Read by name, so optional columns may be
+missing or reordered: ``timeStamp`` (epoch milliseconds; the sample's start, JMeter's default
+``sampleresult.timestamp.start=true``), ``elapsed`` (ms), ``label``, ``responseCode``,
+``success``. Outcome classes: a numeric 429 is rate-limited; ``success=true`` is a success;
+anything else is an error. JMeter writes the exception's name as the response code when no
+answer came (``Non HTTP response code: java.net.ConnectException``): such rows get status 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import ImportFormatError
+from .base import Converted, header, require, write
+
+KIND = "jmeter-jtl"
+DESCRIPTION = "a JMeter CSV results file (jmeter -n -t PLAN -l results.jtl, with its header)"
+PER_REQUEST = True
+NEEDED = ("timeStamp", "elapsed", "responseCode", "success")
+_COLUMNS = {"timeStamp": pl.Int64, "elapsed": pl.Float64, "label": pl.String,
+            "responseCode": pl.String, "success": pl.String, "URL": pl.String}
+
+
+def detect(first_line: str) -> bool:
+    columns = first_line.split(",")
+    return "timeStamp" in columns and "elapsed" in columns
+
+
+def refuse(path: Path, head: str) -> None:
+    text = head.lstrip("\ufeff").lstrip()
+    if text.startswith("<?xml") and "<testResults" in text[:2000]:
+        raise ImportFormatError(
+            f"{path}: a JMeter JTL in XML, which loadproof does not read; save the results as "
+            "CSV (jmeter.save.saveservice.output_format=csv, JMeter's default) with the "
+            "header line", path=path)
+    first = text.split("\n", 1)[0]
+    fields = first.split(",")
+    if len(fields) >= 8 and fields[0].isdigit() and len(fields[0]) == 13 \
+            and fields[7] in ("true", "false"):
+        raise ImportFormatError(
+            f"{path}: looks like a JMeter CSV without its header line; loadproof reads "
+            "columns by name: save with jmeter.save.saveservice.print_field_names=true",
+            path=path)
+
+
+def convert(path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
+    columns = header(path)
+    require(path, columns, NEEDED, "JMeter JTL")
+    frame = pl.scan_csv(path, schema_overrides={k: v for k, v in _COLUMNS.items()
+                                                if k in columns},
+                        infer_schema=False, low_memory=True, encoding="utf8-lossy")
+    code = pl.col("responseCode").str.strip_chars()
+    status = code.cast(pl.Int32, strict=False).fill_null(0)
+    start = pl.from_epoch(pl.col("timeStamp"), time_unit="ms").dt.replace_time_zone("UTC")
+    name = pl.col("label") if "label" in columns else pl.lit(None, pl.String)
+    requests = frame.select(
+        # the end of the sample, as k6 stamps its requests
+        (start.dt.cast_time_unit("us")
+         + pl.duration(microseconds=(pl.col("elapsed") * 1000).cast(pl.Int64))
+         ).alias("timestamp"),
+        pl.col("elapsed").alias("duration_ms"),
+        status.alias("status"),
+        (pl.col("success").str.to_lowercase() == "true").alias("expected"),
+        name.alias("name"),
+        pl.lit(None, pl.String).alias("method"),
+        pl.lit(None, pl.Int32).alias("error_code"),
+        pl.lit(stage).alias("stage"),
+        pl.lit(repeat, pl.Int32).alias("repeat"),
+    )
+    rows, window = write(requests, out, path)
+    return Converted(rows, window, 1e-3, notes=[
+        "JMeter JTL: timeStamp read as the sample's start (JMeter's default), elapsed as its "
+        "duration; success from JMeter's success column; no HTTP method in the file"])
