@@ -79,7 +79,16 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files
 
-    run = import_files(args.files, label=args.label, out_dir=args.out)
+    levels = None
+    if args.stages is not None:
+        try:
+            levels = [int(v) for v in args.stages.split(",")]
+        except ValueError:
+            levels = []
+        if not levels or min(levels) < 1:
+            raise UsageError(f"--stages {args.stages!r}: give positive whole numbers, one per "
+                             "file, e.g. --stages 10,50,100")
+    run = import_files(args.files, label=args.label, out_dir=args.out, levels=levels)
     print(run.path)
     return 0
 
@@ -305,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--label", required=True)
     imp.add_argument("--out", default="data/runs")
+    imp.add_argument("--stages", default=None, metavar="LEVELS",
+                     help="the load level of each file, in order (e.g. 10,50,100): each level "
+                          "is a stage, files of the same level its repeats")
     imp.set_defaults(func=cmd_import)
 
     runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")

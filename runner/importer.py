@@ -22,6 +22,7 @@ from .ingest import (
     decompress_to,
     ndjson_to_parquet,
     read_bytes,
+    sink_atomically,
     sniff,
     summary_values,
 )
@@ -79,10 +80,50 @@ def _summary_duration(data: dict[str, Any], requests: int) -> float | None:
     return requests / rate if rate > 0 else None
 
 
+def _file_stages(raws: list[tuple[Path, str]], levels: list[int] | None
+                 ) -> list[tuple[str | None, int, int]]:
+    """(stage key, repeat, stage index) of each raw file. With ``levels`` (``--stages``) the
+    file's level names its stage, ``s<i>-<level>vus``, and files of the same level are its
+    repeats. Without, a k6 file is one repeat whose stages come from its tags (None); other
+    tools' files are one stage each: ``imported`` alone, ``file-<n>`` when several."""
+    others = [k for _p, k in raws if k in PER_REQUEST_KINDS]
+    if others and (len(others) != len(raws) or len(set(others)) > 1):
+        raise ImportFormatError(
+            "import: one tool's outputs per import (given: "
+            f"{', '.join(f'{p} ({k})' for p, k in raws)})", path=raws[0][0])
+    if levels is not None:
+        if len(levels) != len(raws):
+            raise UsageError(f"--stages names {len(levels)} level(s) for {len(raws)} "
+                             "per-request file(s); give one level per file, in order")
+        distinct = list(dict.fromkeys(levels))
+        return [(f"s{distinct.index(level) + 1}-{level}vus", levels[:n + 1].count(level),
+                 distinct.index(level) + 1) for n, level in enumerate(levels)]
+    if not others:
+        return [(None, n, n) for n in range(1, len(raws) + 1)]
+    if len(raws) == 1:
+        return [("imported", 1, 1)]
+    return [(f"file-{n}", 1, n) for n in range(1, len(raws) + 1)]
+
+
+def _relabel(parquet: Path, key: str, windows: dict[str, tuple[float, float]]) -> None:
+    """Name every request of a one-stage k6 file's parquet ``key`` (``--stages``)."""
+    found = pl.read_parquet(parquet, columns=["stage"])["stage"].unique().to_list()
+    if len(found) > 1:
+        raise UsageError(f"--stages: {parquet.parent.name} holds the stages "
+                         f"{', '.join(sorted(found))} already; --stages names one level per "
+                         "file of one stage")
+    window = next(iter(windows.values()), None)
+    windows.clear()
+    if window is not None:
+        windows[key] = window
+    sink_atomically(pl.scan_parquet(parquet).with_columns(pl.lit(key).alias("stage")), parquet)
+
+
 def import_files(files: list[Path | str], *, label: str,
-                 out_dir: Path | str = DEFAULT_RUNS_DIR) -> Run:
-    """Turn k6 outputs into a stored run. Each raw file becomes one repeat; summaries are
-    kept beside them. Nothing is written unless every file is recognised."""
+                 out_dir: Path | str = DEFAULT_RUNS_DIR, levels: list[int] | None = None) -> Run:
+    """Turn load-test outputs into a stored run (see :func:`_file_stages` for how files
+    become stages and repeats); summaries are kept beside them. Nothing is written unless
+    every file is recognised."""
     if not files:
         raise UsageError("import needs at least one file")
     paths = [Path(f) for f in files]
@@ -105,28 +146,35 @@ def import_files(files: list[Path | str], *, label: str,
         raise ImportFormatError(
             "import: several summaries and no raw output; give one summary per import (each "
             "becomes a one-stage run) or the raw output of the test", path=paths[0])
+    if not raws and levels is not None and len(levels) != 1:
+        raise UsageError("--stages: a summary is one stage; give one level")
+    plan = _file_stages(raws, levels) if raws else []
     run_id, run_path = create_run_dir(Path(out_dir), label)
     stages: list[dict[str, Any]] = []
     if not raws and summaries[0][1] == "locust-stats":
-        return _import_locust(summaries[0][0], history, run_id, run_path, label, kinds)
+        return _import_locust(summaries[0][0], history, run_id, run_path, label, kinds,
+                              levels[0] if levels else None)
     if not raws:
-        return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds)
+        return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds,
+                                    level=levels[0] if levels else None)
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            for repeat, (path, kind) in enumerate(raws, start=1):
-                stage_dir = run_path / "stages" / f"r{repeat}-imported"
+            for (path, kind), (key, repeat, index) in zip(raws, plan, strict=True):
+                stage_dir = run_path / "stages" / (f"r{repeat}-{key}" if key
+                                                   else f"r{repeat}-imported")
                 stage_dir.mkdir(parents=True)
                 out = stage_dir / "requests.parquet"
                 windows: dict[str, tuple[float, float]] = {}
                 if kind in PER_REQUEST_KINDS:
+                    key = key or "imported"
                     converted = convert(kind, decompress_to(path, Path(scratch)), out,
-                                        repeat=repeat, stage="imported")
+                                        repeat=repeat, stage=key)
                     if converted.window is not None:
-                        windows = {"imported": converted.window}
+                        windows = {key: converted.window}
                     resolution = converted.time_resolution_s
                     records = _stage_records(out, stage_dir.name, repeat, windows, resolution)
                     for record in records:
-                        record.update(converted.extra, source_kind=kind,
+                        record.update(converted.extra, source_kind=kind, index=index,
                                       import_notes=converted.notes)
                     stages.extend(records)
                     continue
@@ -139,6 +187,8 @@ def import_files(files: list[Path | str], *, label: str,
                 else:
                     ndjson_to_parquet(path, out, repeat=repeat, windows=windows)
                     resolution = TIME_RESOLUTION_S["us"]
+                if key is not None:
+                    _relabel(out, key, windows)
                 stages.extend(_stage_records(out, stage_dir.name, repeat, windows, resolution))
         for number, (path, _kind) in enumerate(summaries, start=1):
             atomic_write_bytes(run_path / "imported" / f"summary-{number}.json", read_bytes(path))
@@ -190,7 +240,7 @@ def _check_locust(kinds: list[tuple[Path, str]], raws: list[tuple[Path, str]],
 
 
 def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run_path: Path,
-                   label: str, kinds: list[tuple[Path, str]]) -> Run:
+                   label: str, kinds: list[tuple[Path, str]], level: int | None) -> Run:
     """A summary-only run from Locust's aggregates (see loadproof.formats.locust)."""
     from .formats.locust import Stats
 
@@ -205,7 +255,7 @@ def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run
         raise
     return _import_summary_only(
         path, run_id, run_path, label, kinds,
-        data=json.dumps(summary, indent=2).encode(),
+        data=json.dumps(summary, indent=2).encode(), level=level,
         reason="imported from Locust's _stats.csv: figures are Locust's aggregates (its "
                "percentiles rounded to its buckets, 429s counted among its failures), with "
                "no per-request timings and so no intervals")
@@ -213,7 +263,7 @@ def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run
 
 def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
                          kinds: list[tuple[Path, str]], *, data: bytes | None = None,
-                         reason: str | None = None) -> Run:
+                         reason: str | None = None, level: int | None = None) -> Run:
     """A one-stage run from a summary: usable for point ratios, never for intervals."""
     from .metrics import from_summary
 
@@ -224,6 +274,8 @@ def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
         "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
         "summary_only": True, "summary_file": "imported/summary-1.json",
     }
+    if level is not None:  # --stages names the summary's level
+        record.update(key=f"s1-{level}vus", level=level, model="vus")
     run = Run(run_path, _manifest(
         run_id, label, kinds, [record], reason=reason or "imported from a summary alone: "
         "figures are k6's aggregates, with no per-request timings and so no intervals"))

@@ -148,12 +148,38 @@ def test_locust_history_alone_or_mixed_is_refused(runs_dir: Path) -> None:
 
 def test_cli_import_of_other_tools(runs_dir: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["import", str(TOOLS / "jmeter.jtl"), str(TOOLS / "jmeter.jtl"),
-                 "--label", "two", "--out", str(runs_dir)]) == 0
+    jtl, rows = str(TOOLS / "jmeter.jtl"), len(_rows(TOOLS / "jmeter.jtl"))
+    assert main(["import", jtl, jtl, "--label", "two", "--out", str(runs_dir)]) == 0
+    # without --stages another tool's files are one stage each
     run = load_run(capsys.readouterr().out.strip(), runs_dir)
-    (stage,) = stage_metrics(run)
-    assert stage.repeats == [1, 2] and stage.requests == 2 * len(_rows(TOOLS / "jmeter.jtl"))
+    assert [(m.key, m.index, m.requests) for m in stage_metrics(run)] == [
+        ("file-1", 1, rows), ("file-2", 2, rows)]
+    assert main(["import", jtl, jtl, "--stages", "2,2", "--label", "rep",
+                 "--out", str(runs_dir)]) == 0
+    (stage,) = stage_metrics(load_run(capsys.readouterr().out.strip(), runs_dir))
+    assert (stage.key, stage.level, stage.model) == ("s1-2vus", 2, "vus")
+    assert stage.repeats == [1, 2] and stage.requests == 2 * rows
     bad = tmp_path / "x.jtl"
     bad.write_text('<?xml version="1.0"?>\n<testResults version="1.2">\n')
     assert main(["import", str(bad), "--label", "x", "--out", str(runs_dir)]) == 5
     assert "in XML" in capsys.readouterr().err
+    assert main(["import", jtl, "--stages", "2,4", "--label", "x", "--out",
+                 str(runs_dir)]) == 2
+    assert "--stages names 2 level(s) for 1" in capsys.readouterr().err
+    assert main(["import", jtl, "--stages", "ten", "--label", "x", "--out",
+                 str(runs_dir)]) == 2
+    assert len(list(runs_dir.iterdir())) == 2
+
+
+def test_stages_name_levels_for_k6_files_and_summaries_too(runs_dir: Path) -> None:
+    for levels in (None, [10, 20]):
+        with pytest.raises(ImportFormatError, match="one tool's outputs per import"):
+            import_files([DATA / "raw.csv", TOOLS / "hey.csv"], label="x", out_dir=runs_dir,
+                         levels=levels)
+    run = import_files([DATA / "raw.csv", DATA / "raw.csv"], label="k6", out_dir=runs_dir,
+                       levels=[40, 80])
+    assert [(m.key, m.level, m.requests) for m in stage_metrics(load_run(run.path))] == [
+        ("s1-40vus", 40, 81), ("s2-80vus", 80, 81)]
+    run = import_files([TOOLS / "locust_stats.csv"], label="lo", out_dir=runs_dir, levels=[2])
+    (stage,) = stage_metrics(load_run(run.path))
+    assert stage.key == "s1-2vus" and stage.level == 2 and stage.summary_only
