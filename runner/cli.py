@@ -88,7 +88,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not levels or min(levels) < 1:
             raise UsageError(f"--stages {args.stages!r}: give positive whole numbers, one per "
                              "file, e.g. --stages 10,50,100")
-    run = import_files(args.files, label=args.label, out_dir=args.out, levels=levels)
+    run = import_files(args.files, label=args.label, out_dir=args.out, levels=levels,
+                       stage_by=args.stage_by)
     print(run.path)
     return 0
 
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--stages", default=None, metavar="LEVELS",
                      help="the load level of each file, in order (e.g. 10,50,100): each level "
                           "is a stage, files of the same level its repeats")
+    imp.add_argument("--stage-by", default=None, choices=["allThreads", "grpThreads"],
+                     help="JMeter JTL: one stage per plateau of active threads (each level's "
+                          "longest unbroken run of samples); each file a repeat")
     imp.set_defaults(func=cmd_import)
 
     runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")

@@ -120,7 +120,8 @@ def _relabel(parquet: Path, key: str, windows: dict[str, tuple[float, float]]) -
 
 
 def import_files(files: list[Path | str], *, label: str,
-                 out_dir: Path | str = DEFAULT_RUNS_DIR, levels: list[int] | None = None) -> Run:
+                 out_dir: Path | str = DEFAULT_RUNS_DIR, levels: list[int] | None = None,
+                 stage_by: str | None = None) -> Run:
     """Turn load-test outputs into a stored run (see :func:`_file_stages` for how files
     become stages and repeats); summaries are kept beside them. Nothing is written unless
     every file is recognised."""
@@ -148,7 +149,12 @@ def import_files(files: list[Path | str], *, label: str,
             "becomes a one-stage run) or the raw output of the test", path=paths[0])
     if not raws and levels is not None and len(levels) != 1:
         raise UsageError("--stages: a summary is one stage; give one level")
-    plan = _file_stages(raws, levels) if raws else []
+    if stage_by is not None and (levels is not None or not raws
+                                 or any(k != "jmeter-jtl" for _p, k in raws)):
+        raise UsageError("--stage-by splits JMeter JTL files by a thread-count column; it "
+                         "takes JTL files only, and not with --stages")
+    plan = ([(None, n, n) for n in range(1, len(raws) + 1)] if stage_by  # file = repeat
+            else _file_stages(raws, levels) if raws else [])
     run_id, run_path = create_run_dir(Path(out_dir), label)
     stages: list[dict[str, Any]] = []
     if not raws and summaries[0][1] == "locust-stats":
@@ -166,16 +172,17 @@ def import_files(files: list[Path | str], *, label: str,
                 out = stage_dir / "requests.parquet"
                 windows: dict[str, tuple[float, float]] = {}
                 if kind in PER_REQUEST_KINDS:
-                    key = key or "imported"
                     converted = convert(kind, decompress_to(path, Path(scratch)), out,
-                                        repeat=repeat, stage=key)
-                    if converted.window is not None:
-                        windows = {key: converted.window}
+                                        repeat=repeat, stage=key or "imported",
+                                        stage_by=stage_by)
                     resolution = converted.time_resolution_s
-                    records = _stage_records(out, stage_dir.name, repeat, windows, resolution)
+                    records = _stage_records(out, stage_dir.name, repeat, converted.windows,
+                                             resolution)
                     for record in records:
-                        record.update(converted.extra, source_kind=kind, index=index,
+                        record.update(converted.extra, source_kind=kind,
                                       import_notes=converted.notes)
+                        if stage_by is None:
+                            record["index"] = index
                     stages.extend(records)
                     continue
                 if kind == "csv":

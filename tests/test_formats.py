@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from loadproof.cli import main
-from loadproof.errors import ImportFormatError
+from loadproof.errors import ImportFormatError, UsageError
 from loadproof.importer import import_files
 from loadproof.ingest import REQUEST_SCHEMA, sniff
 from loadproof.metrics import stage_metrics
@@ -183,3 +183,34 @@ def test_stages_name_levels_for_k6_files_and_summaries_too(runs_dir: Path) -> No
     run = import_files([TOOLS / "locust_stats.csv"], label="lo", out_dir=runs_dir, levels=[2])
     (stage,) = stage_metrics(load_run(run.path))
     assert stage.key == "s1-2vus" and stage.level == 2 and stage.summary_only
+
+
+def test_jtl_stage_by_all_threads_gives_one_stage_per_plateau(runs_dir: Path) -> None:
+    # jmeter_ramp.jtl: 3 threads started over 6 s; in time order allThreads reads 1, 2, 3 and,
+    # as the threads stop, 2 then 1 again (one sample each)
+    path = TOOLS / "jmeter_ramp.jtl"
+    rows = sorted(_rows(path), key=lambda r: int(r["timeStamp"]))
+    runs: list[tuple[str, list[dict[str, str]]]] = []
+    for row in rows:  # unbroken runs of one thread count, recomputed from the file
+        if runs and runs[-1][0] == row["allThreads"]:
+            runs[-1][1].append(row)
+        else:
+            runs.append((row["allThreads"], [row]))
+    longest: dict[str, list[dict[str, str]]] = {}
+    for threads, members in runs:
+        if len(members) > len(longest.get(threads, [])):
+            longest[threads] = members
+    assert sorted(longest) == ["1", "2", "3"] and len(runs) == 5
+    run = import_files([path], label="ramp", out_dir=runs_dir, stage_by="allThreads")
+    stages = stage_metrics(load_run(run.path))
+    assert [(m.key, m.level, m.requests) for m in stages] == [
+        (f"s{i}-{t}vus", int(t), len(longest[t])) for i, t in enumerate(["1", "2", "3"], 1)]
+    for stage in stages:
+        members = longest[str(stage.level)]
+        assert stage.rate_limited == sum(r["responseCode"] == "429" for r in members)
+        assert stage.successes == sum(r["success"] == "true" for r in members)
+    left_out = len(rows) - sum(len(v) for v in longest.values())
+    assert left_out == 2
+    assert any(f"{left_out} sample(s)" in note for note in run.stages[0]["import_notes"])
+    with pytest.raises(UsageError, match="--stage-by"):
+        import_files([TOOLS / "hey.csv"], label="x", out_dir=runs_dir, stage_by="allThreads")

@@ -45,10 +45,13 @@ def detect(path: Path, head: str) -> str | None:
     return None
 
 
-def convert(kind: str, path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
-    """Write ``out`` (requests.parquet) from a per-request file of ``kind``."""
+def convert(kind: str, path: Path, out: Path, *, repeat: int, stage: str,
+            stage_by: str | None = None) -> Converted:
+    """Write ``out`` (requests.parquet) from a per-request file of ``kind``; ``stage_by``
+    (JMeter only) splits it into stages by a thread-count column."""
     fmt = BY_KIND[kind]
-    result: Converted = fmt.convert(path, out, repeat=repeat, stage=stage)
+    options = {"stage_by": stage_by} if stage_by else {}
+    result: Converted = fmt.convert(path, out, repeat=repeat, stage=stage, **options)
     return result
 
 

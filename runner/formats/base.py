@@ -18,7 +18,7 @@ class Converted:
     seconds) and resolution, and facts about the file a reader must know."""
 
     rows: int
-    window: tuple[float, float] | None
+    windows: dict[str, tuple[float, float]]  # per stage key
     time_resolution_s: float
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # kept in the stage record
@@ -37,19 +37,21 @@ def require(path: Path, columns: list[str], needed: tuple[str, ...], tool: str) 
             f"{', '.join(needed)}", path=path)
 
 
-def write(frame: pl.LazyFrame, out: Path, path: Path) -> tuple[int, tuple[float, float] | None]:
+def write(frame: pl.LazyFrame, out: Path, path: Path
+          ) -> tuple[int, dict[str, tuple[float, float]]]:
     """Stream ``frame`` (REQUEST_SCHEMA's columns, ``timestamp`` the end of each request) to
-    ``out``; return the row count and the load window from the earliest request start to the
-    latest end (unix seconds), read back from the parquet's two columns."""
+    ``out``; return the row count and each stage's load window, from the earliest request
+    start to the latest end (unix seconds), read back from the parquet's columns."""
     try:
         sink_atomically(frame.select(list(REQUEST_SCHEMA)).cast(REQUEST_SCHEMA), out)
     except pl.exceptions.PolarsError as exc:
         raise ImportFormatError(f"{path}: cannot be read as its header says ({exc})",
                                 path=path) from exc
     end = pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6
-    found = (pl.scan_parquet(out)
-             .select(pl.len().alias("rows"),
-                     (end - pl.col("duration_ms") / 1000).min().alias("start"),
-                     end.max().alias("end")).collect())
-    rows, start, stop = found.row(0)
-    return int(rows), (float(start), float(stop)) if start is not None else None
+    found = (pl.scan_parquet(out).group_by("stage")
+             .agg(pl.len().alias("rows"),
+                  (end - pl.col("duration_ms") / 1000).min().alias("start"),
+                  end.max().alias("end")).collect())
+    windows = {row["stage"]: (float(row["start"]), float(row["end"]))
+               for row in found.iter_rows(named=True)}
+    return int(found["rows"].sum()), windows

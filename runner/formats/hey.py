@@ -50,8 +50,8 @@ def convert(path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
         pl.lit(stage).alias("stage"),
         pl.lit(repeat, pl.Int32).alias("repeat"),
     )
-    rows, window = write(requests, out, path)
-    return Converted(rows, window, 1e-4, notes=[
+    rows, windows = write(requests, out, path)
+    return Converted(rows, windows, 1e-4, notes=[
         "hey CSV: times relative to the test's start; absolute start estimated from the "
         "file's modification time minus the test's span",
         "hey CSV: requests that got no answer are not in the file (hey only counts them in "

@@ -47,12 +47,53 @@ def refuse(path: Path, head: str) -> None:
             path=path)
 
 
-def convert(path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
+def plateaus(frame: pl.LazyFrame) -> pl.DataFrame:
+    """The load levels of a JTL from its ``allThreads`` column: in time order, each level's
+    longest unbroken run of samples is its stage (``s<i>-<threads>vus``, numbered by start);
+    samples at that level elsewhere (threads starting or stopping on the way to another
+    level) are left out. One row per run of samples: its first and last timeStamp, whether
+    it is kept, and its stage key."""
+    runs = (frame.select("timeStamp", "allThreads").sort("timeStamp", maintain_order=True)
+            .with_columns((pl.col("allThreads") != pl.col("allThreads").shift())
+                          .fill_null(True).cum_sum().alias("run"))
+            .group_by("run").agg(pl.col("allThreads").first().alias("threads"),
+                                 pl.len().alias("n"), pl.col("timeStamp").min().alias("first"),
+                                 pl.col("timeStamp").max().alias("last"))
+            .sort("run").collect())
+    best = runs.sort(["n", "run"], descending=[True, False]).unique("threads", keep="first")
+    kept = best.sort("first").with_row_index("index", offset=1).select(
+        "run", (pl.lit("s") + pl.col("index").cast(pl.String) + pl.lit("-")
+                + pl.col("threads").cast(pl.String) + pl.lit("vus")).alias("stage"))
+    return runs.join(kept, on="run", how="left")
+
+
+def convert(path: Path, out: Path, *, repeat: int, stage: str,
+            stage_by: str | None = None) -> Converted:
     columns = header(path)
-    require(path, columns, NEEDED, "JMeter JTL")
-    frame = pl.scan_csv(path, schema_overrides={k: v for k, v in _COLUMNS.items()
-                                                if k in columns},
+    require(path, columns, NEEDED + ((stage_by,) if stage_by else ()), "JMeter JTL")
+    types = {**_COLUMNS, **({stage_by: pl.Int64} if stage_by else {})}
+    frame = pl.scan_csv(path, schema_overrides={k: v for k, v in types.items() if k in columns},
                         infer_schema=False, low_memory=True, encoding="utf8-lossy")
+    notes = ["JMeter JTL: timeStamp read as the sample's start (JMeter's default), elapsed "
+             "as its duration; success from JMeter's success column; no HTTP method in the file"]
+    stage_expr: pl.Expr = pl.lit(stage)
+    if stage_by is not None:
+        try:
+            runs = plateaus(frame.rename({stage_by: "allThreads"}) if stage_by != "allThreads"
+                            else frame)
+        except pl.exceptions.PolarsError as exc:
+            raise ImportFormatError(f"{path}: column {stage_by!r} is not a whole number of "
+                                    f"threads ({exc})", path=path) from exc
+        left_out = int(runs.filter(pl.col("stage").is_null())["n"].sum())
+        notes.append(f"stages from {stage_by}: each level's longest unbroken run of samples; "
+                     f"{left_out} sample(s) at a level outside its run left out")
+        bounds = runs.drop_nulls("stage").sort("first")
+        stage_expr = pl.lit(None, pl.String)
+        for row in bounds.iter_rows(named=True):
+            stage_expr = (pl.when(pl.col("timeStamp").is_between(row["first"], row["last"])
+                                  & (pl.col(stage_by) == row["threads"]))
+                          .then(pl.lit(row["stage"])).otherwise(stage_expr))
+        frame = frame.filter(stage_expr.is_not_null())
     code = pl.col("responseCode").str.strip_chars()
     status = code.cast(pl.Int32, strict=False).fill_null(0)
     start = pl.from_epoch(pl.col("timeStamp"), time_unit="ms").dt.replace_time_zone("UTC")
@@ -68,10 +109,8 @@ def convert(path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
         name.alias("name"),
         pl.lit(None, pl.String).alias("method"),
         pl.lit(None, pl.Int32).alias("error_code"),
-        pl.lit(stage).alias("stage"),
+        stage_expr.alias("stage"),
         pl.lit(repeat, pl.Int32).alias("repeat"),
     )
-    rows, window = write(requests, out, path)
-    return Converted(rows, window, 1e-3, notes=[
-        "JMeter JTL: timeStamp read as the sample's start (JMeter's default), elapsed as its "
-        "duration; success from JMeter's success column; no HTTP method in the file"])
+    rows, windows = write(requests, out, path)
+    return Converted(rows, windows, 1e-3, notes=notes)

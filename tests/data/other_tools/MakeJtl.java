@@ -31,10 +31,11 @@ public class MakeJtl {
         int port = Integer.parseInt(args[0]);
         int threads = Integer.parseInt(args[2]);
         long seconds = Long.parseLong(args[3]);
+        int rampUp = args.length > 4 ? Integer.parseInt(args[4]) : 0;
         LoopController loop = new LoopController();
         loop.setLoops(-1); loop.setFirst(true); loop.initialize();
         ThreadGroup group = new ThreadGroup();
-        group.setName("users"); group.setNumThreads(threads); group.setRampUp(0);
+        group.setName("users"); group.setNumThreads(threads); group.setRampUp(rampUp);
         group.setScheduler(true); group.setDuration(seconds); group.setSamplerController(loop);
         ConstantTimer pause = new ConstantTimer();
         pause.setDelay("400");
