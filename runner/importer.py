@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -172,7 +173,10 @@ def import_files(files: list[Path | str], *, label: str,
                 out = stage_dir / "requests.parquet"
                 windows: dict[str, tuple[float, float]] = {}
                 if kind in PER_REQUEST_KINDS:
-                    converted = convert(kind, decompress_to(path, Path(scratch)), out,
+                    plain = decompress_to(path, Path(scratch))
+                    if plain != path:  # gzip keeps the file's time; hey's clock needs it
+                        os.utime(plain, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+                    converted = convert(kind, plain, out,
                                         repeat=repeat, stage=key or "imported",
                                         stage_by=stage_by)
                     resolution = converted.time_resolution_s
@@ -212,7 +216,8 @@ def import_files(files: list[Path | str], *, label: str,
     if not any(s["requests"] for s in stages):
         shutil.rmtree(run_path, ignore_errors=True)
         raise ImportFormatError(f"import: {', '.join(str(p) for p, _ in raws)} hold no "
-                                "http_req_duration samples outside a warm-up", path=raws[0][0])
+                                "requests (for k6: no http_req_duration samples outside a "
+                                "warm-up)", path=raws[0][0])
     run = Run(run_path, _manifest(run_id, label, kinds, stages, reason=None))
     run.save()
     return run

@@ -4,6 +4,7 @@ into the same run layout, figures equal to a recomputation from the file itself.
 
 import csv
 import datetime as dt
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -125,6 +126,9 @@ def test_locust_stats_import_is_summary_only(runs_dir: Path) -> None:
     ("timeStamp,elapsed,label,responseMessage\n1795794626542,613,GET /,OK\n",
      "no responseCode"),
     ("Method,Name,Error,Occurrences\nGET,/locust,boom,1\n", "failures or exceptions"),
+    ("timeStamp\telapsed\tlabel\n1795794626542\t613\tGET /\n", "tab-separated"),
+    ("timeStamp,elapsed,label,responseCode,success\n2026/11/27 15:50:26.542,613,GET /,200,"
+     "true\n", "timestamp_format=ms"),
     ("hello,world\n1,2\n", "not a load-test output"),
 ])
 def test_bad_files_are_refused_naming_the_file(runs_dir: Path, tmp_path: Path, content: str,
@@ -214,3 +218,15 @@ def test_jtl_stage_by_all_threads_gives_one_stage_per_plateau(runs_dir: Path) ->
     assert any(f"{left_out} sample(s)" in note for note in run.stages[0]["import_notes"])
     with pytest.raises(UsageError, match="--stage-by"):
         import_files([TOOLS / "hey.csv"], label="x", out_dir=runs_dir, stage_by="allThreads")
+
+
+def test_gzipped_hey_csv_keeps_the_files_time(runs_dir: Path, tmp_path: Path) -> None:
+    packed = tmp_path / "hey.csv.gz"
+    packed.write_bytes(gzip.compress((TOOLS / "hey.csv").read_bytes()))
+    written = 1_790_000_000.0
+    os.utime(packed, (written, written))
+    run = import_files([packed], label="gz", out_dir=runs_dir)
+    frame = pl.read_parquet(run.path / run.stages[0]["requests_file"])
+    assert frame.height == len(_rows(TOOLS / "hey.csv"))
+    last = frame["timestamp"].max()
+    assert isinstance(last, dt.datetime) and abs(last.timestamp() - written) < 2e-6

@@ -10,6 +10,7 @@ answer came (``Non HTTP response code: java.net.ConnectException``): such rows g
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +39,10 @@ def refuse(path: Path, head: str) -> None:
             "CSV (jmeter.save.saveservice.output_format=csv, JMeter's default) with the "
             "header line", path=path)
     first = text.split("\n", 1)[0]
+    if "timeStamp\telapsed" in first:
+        raise ImportFormatError(
+            f"{path}: a tab-separated JMeter JTL; loadproof reads JMeter's default comma "
+            "(jmeter.save.saveservice.default_delimiter=,)", path=path)
     fields = first.split(",")
     if len(fields) >= 8 and fields[0].isdigit() and len(fields[0]) == 13 \
             and fields[7] in ("true", "false"):
@@ -67,10 +72,23 @@ def plateaus(frame: pl.LazyFrame) -> pl.DataFrame:
     return runs.join(kept, on="run", how="left")
 
 
+def _check_epoch_ms(path: Path, columns: list[str]) -> None:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        rows = csv.reader(handle)
+        next(rows, None)
+        first = next(rows, None)
+    value = first[columns.index("timeStamp")] if first else ""
+    if first and not (value.isdigit() and len(value) == 13):
+        raise ImportFormatError(
+            f"{path}: timeStamp {value!r} is not epoch milliseconds; save JMeter's results "
+            "with jmeter.save.saveservice.timestamp_format=ms (its default)", path=path)
+
+
 def convert(path: Path, out: Path, *, repeat: int, stage: str,
             stage_by: str | None = None) -> Converted:
     columns = header(path)
     require(path, columns, NEEDED + ((stage_by,) if stage_by else ()), "JMeter JTL")
+    _check_epoch_ms(path, columns)
     types = {**_COLUMNS, **({stage_by: pl.Int64} if stage_by else {})}
     frame = pl.scan_csv(path, schema_overrides={k: v for k, v in types.items() if k in columns},
                         infer_schema=False, low_memory=True, encoding="utf8-lossy")
