@@ -84,7 +84,8 @@ def markdown_table(comparison: Comparison, results: list[GateResult]) -> str:
     for result in results:
         m = comparison.stage(result.stage).metrics[result.metric]
         ci = f"{m.ci95[0]:.3f}–{m.ci95[1]:.3f}" if m.ci95 else "no interval"
-        lines.append(f"| {result.stage} | {m.label} ({m.unit}) | {num(m.baseline)} | "
+        name = m.label if "(" in m.label else f"{m.label} ({m.unit})"
+        lines.append(f"| {result.stage} | {name} | {num(m.baseline)} | "
                      f"{num(m.candidate)} | {num(m.ratio)} | {ci} | {result.claim} | "
                      f"{'**failed**' if result.failed else 'passed'} |")
     failed = sum(r.failed for r in results)
