@@ -5,8 +5,8 @@ error's documented code:
     0 success   1 unexpected failure   2 usage or experiment-file mistake   3 k6 missing
     4 target unreachable / service failed to start   5 run store (missing or corrupt run,
     unknown import format)   6 runs not comparable / achievement invalid   7 a report
-    notebook failed   130 interrupted (finished stages are kept)   141 output closed early
-    (e.g. piped into head)
+    notebook failed   8 ``compare --fail-on``: a claim it gates (regressed, ...)
+    130 interrupted (finished stages are kept)   141 output closed early (e.g. piped into head)
 """
 
 from __future__ import annotations
@@ -79,7 +79,17 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files
 
-    run = import_files(args.files, label=args.label, out_dir=args.out)
+    levels = None
+    if args.stages is not None:
+        try:
+            levels = [int(v) for v in args.stages.split(",")]
+        except ValueError:
+            levels = []
+        if not levels or min(levels) < 1:
+            raise UsageError(f"--stages {args.stages!r}: give positive whole numbers, one per "
+                             "file, e.g. --stages 10,50,100")
+    run = import_files(args.files, label=args.label, out_dir=args.out, levels=levels,
+                       stage_by=args.stage_by)
     print(run.path)
     return 0
 
@@ -119,13 +129,25 @@ def _compare(args: argparse.Namespace) -> Comparison:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .gate import GATE_EXIT, failure_lines, gate, junit_xml, markdown_table, parse_fail_on
     from .render import comparison_json, comparison_table
 
+    fail_on = parse_fail_on(args.fail_on) if args.fail_on is not None else frozenset()
     comparison = _compare(args)
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(comparison_json(comparison) if args.format == "json" else comparison_table(comparison))
-    return 0
+    results = gate(comparison, fail_on)
+    if args.format == "junit":
+        print(junit_xml(comparison, results))
+    elif args.format == "markdown":
+        print(markdown_table(comparison, results))
+    else:
+        print(comparison_json(comparison) if args.format == "json"
+              else comparison_table(comparison))
+    failures = failure_lines(results)
+    for line in failures:
+        print(line, file=sys.stderr)
+    return GATE_EXIT if failures else 0
 
 
 def _achievement_options(args: argparse.Namespace) -> AchievementOptions:
@@ -293,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--label", required=True)
     imp.add_argument("--out", default="data/runs")
+    imp.add_argument("--stages", default=None, metavar="LEVELS",
+                     help="the load level of each file, in order (e.g. 10,50,100): each level "
+                          "is a stage, files of the same level its repeats")
+    imp.add_argument("--stage-by", default=None, choices=["allThreads", "grpThreads"],
+                     help="JMeter JTL: one stage per plateau of active threads (each level's "
+                          "longest unbroken run of samples); each file a repeat")
     imp.set_defaults(func=cmd_import)
 
     runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")
@@ -302,7 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="compare two runs stage by stage")
     _add_compare_args(cmp_)
-    cmp_.add_argument("--format", choices=["table", "json"], default="table")
+    cmp_.add_argument("--format", choices=["table", "json", "junit", "markdown"],
+                      default="table", help="junit: JUnit XML, one test case per stage x "
+                      "metric; markdown: a table for a CI job summary")
+    cmp_.add_argument("--fail-on", default=None, metavar="CLAIMS",
+                      help="exit 8 when any stage x metric claim is one of these "
+                           "(comma-separated: regressed, trade-off, not-replicated)")
     cmp_.set_defaults(func=cmd_compare)
 
     ach = sub.add_parser("achievement", help="write the achievement JSON and update the feed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ImportFormatError, UsageError
+from .formats import PER_REQUEST_KINDS, convert
 from .ingest import (
     TIME_RESOLUTION_S,
     TimeFormat,
@@ -21,6 +23,7 @@ from .ingest import (
     decompress_to,
     ndjson_to_parquet,
     read_bytes,
+    sink_atomically,
     sniff,
     summary_values,
 )
@@ -78,10 +81,51 @@ def _summary_duration(data: dict[str, Any], requests: int) -> float | None:
     return requests / rate if rate > 0 else None
 
 
+def _file_stages(raws: list[tuple[Path, str]], levels: list[int] | None
+                 ) -> list[tuple[str | None, int, int]]:
+    """(stage key, repeat, stage index) of each raw file. With ``levels`` (``--stages``) the
+    file's level names its stage, ``s<i>-<level>vus``, and files of the same level are its
+    repeats. Without, a k6 file is one repeat whose stages come from its tags (None); other
+    tools' files are one stage each: ``imported`` alone, ``file-<n>`` when several."""
+    others = [k for _p, k in raws if k in PER_REQUEST_KINDS]
+    if others and (len(others) != len(raws) or len(set(others)) > 1):
+        raise ImportFormatError(
+            "import: one tool's outputs per import (given: "
+            f"{', '.join(f'{p} ({k})' for p, k in raws)})", path=raws[0][0])
+    if levels is not None:
+        if len(levels) != len(raws):
+            raise UsageError(f"--stages names {len(levels)} level(s) for {len(raws)} "
+                             "per-request file(s); give one level per file, in order")
+        distinct = list(dict.fromkeys(levels))
+        return [(f"s{distinct.index(level) + 1}-{level}vus", levels[:n + 1].count(level),
+                 distinct.index(level) + 1) for n, level in enumerate(levels)]
+    if not others:
+        return [(None, n, n) for n in range(1, len(raws) + 1)]
+    if len(raws) == 1:
+        return [("imported", 1, 1)]
+    return [(f"file-{n}", 1, n) for n in range(1, len(raws) + 1)]
+
+
+def _relabel(parquet: Path, key: str, windows: dict[str, tuple[float, float]]) -> None:
+    """Name every request of a one-stage k6 file's parquet ``key`` (``--stages``)."""
+    found = pl.read_parquet(parquet, columns=["stage"])["stage"].unique().to_list()
+    if len(found) > 1:
+        raise UsageError(f"--stages: {parquet.parent.name} holds the stages "
+                         f"{', '.join(sorted(found))} already; --stages names one level per "
+                         "file of one stage")
+    window = next(iter(windows.values()), None)
+    windows.clear()
+    if window is not None:
+        windows[key] = window
+    sink_atomically(pl.scan_parquet(parquet).with_columns(pl.lit(key).alias("stage")), parquet)
+
+
 def import_files(files: list[Path | str], *, label: str,
-                 out_dir: Path | str = DEFAULT_RUNS_DIR) -> Run:
-    """Turn k6 outputs into a stored run. Each raw file becomes one repeat; summaries are
-    kept beside them. Nothing is written unless every file is recognised."""
+                 out_dir: Path | str = DEFAULT_RUNS_DIR, levels: list[int] | None = None,
+                 stage_by: str | None = None) -> Run:
+    """Turn load-test outputs into a stored run (see :func:`_file_stages` for how files
+    become stages and repeats); summaries are kept beside them. Nothing is written unless
+    every file is recognised."""
     if not files:
         raise UsageError("import needs at least one file")
     paths = [Path(f) for f in files]
@@ -89,8 +133,11 @@ def import_files(files: list[Path | str], *, label: str,
         if not path.is_file():
             raise UsageError(f"import: no such file: {path}")
     kinds = [(path, sniff(path)) for path in paths]
-    raws = [(p, k) for p, k in kinds if k in RAW_KINDS]
-    summaries = [(p, k) for p, k in kinds if k not in RAW_KINDS]
+    raws = [(p, k) for p, k in kinds if k in RAW_KINDS or k in PER_REQUEST_KINDS]
+    history = [(p, k) for p, k in kinds if k == "locust-history"]
+    summaries = [(p, k) for p, k in kinds
+                 if k not in RAW_KINDS and k not in PER_REQUEST_KINDS and k != "locust-history"]
+    _check_locust(kinds, raws, summaries, history)
     for path, kind in summaries:
         if kind == "summary-v2":
             raise ImportFormatError(
@@ -101,17 +148,47 @@ def import_files(files: list[Path | str], *, label: str,
         raise ImportFormatError(
             "import: several summaries and no raw output; give one summary per import (each "
             "becomes a one-stage run) or the raw output of the test", path=paths[0])
+    if not raws and levels is not None and len(levels) != 1:
+        raise UsageError("--stages: a summary is one stage; give one level")
+    if stage_by is not None and (levels is not None or not raws
+                                 or any(k != "jmeter-jtl" for _p, k in raws)):
+        raise UsageError("--stage-by splits JMeter JTL files by a thread-count column; it "
+                         "takes JTL files only, and not with --stages")
+    plan = ([(None, n, n) for n in range(1, len(raws) + 1)] if stage_by  # file = repeat
+            else _file_stages(raws, levels) if raws else [])
     run_id, run_path = create_run_dir(Path(out_dir), label)
     stages: list[dict[str, Any]] = []
+    if not raws and summaries[0][1] == "locust-stats":
+        return _import_locust(summaries[0][0], history, run_id, run_path, label, kinds,
+                              levels[0] if levels else None)
     if not raws:
-        return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds)
+        return _import_summary_only(summaries[0][0], run_id, run_path, label, kinds,
+                                    level=levels[0] if levels else None)
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            for repeat, (path, kind) in enumerate(raws, start=1):
-                stage_dir = run_path / "stages" / f"r{repeat}-imported"
+            for (path, kind), (key, repeat, index) in zip(raws, plan, strict=True):
+                stage_dir = run_path / "stages" / (f"r{repeat}-{key}" if key
+                                                   else f"r{repeat}-imported")
                 stage_dir.mkdir(parents=True)
                 out = stage_dir / "requests.parquet"
                 windows: dict[str, tuple[float, float]] = {}
+                if kind in PER_REQUEST_KINDS:
+                    plain = decompress_to(path, Path(scratch))
+                    if plain != path:  # gzip keeps the file's time; hey's clock needs it
+                        os.utime(plain, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+                    converted = convert(kind, plain, out,
+                                        repeat=repeat, stage=key or "imported",
+                                        stage_by=stage_by)
+                    resolution = converted.time_resolution_s
+                    records = _stage_records(out, stage_dir.name, repeat, converted.windows,
+                                             resolution)
+                    for record in records:
+                        record.update(converted.extra, source_kind=kind,
+                                      import_notes=converted.notes)
+                        if stage_by is None:
+                            record["index"] = index
+                    stages.extend(records)
+                    continue
                 if kind == "csv":
                     plain = decompress_to(path, Path(scratch))
                     unit = csv_time_unit(plain)
@@ -121,6 +198,8 @@ def import_files(files: list[Path | str], *, label: str,
                 else:
                     ndjson_to_parquet(path, out, repeat=repeat, windows=windows)
                     resolution = TIME_RESOLUTION_S["us"]
+                if key is not None:
+                    _relabel(out, key, windows)
                 stages.extend(_stage_records(out, stage_dir.name, repeat, windows, resolution))
         for number, (path, _kind) in enumerate(summaries, start=1):
             atomic_write_bytes(run_path / "imported" / f"summary-{number}.json", read_bytes(path))
@@ -137,7 +216,8 @@ def import_files(files: list[Path | str], *, label: str,
     if not any(s["requests"] for s in stages):
         shutil.rmtree(run_path, ignore_errors=True)
         raise ImportFormatError(f"import: {', '.join(str(p) for p, _ in raws)} hold no "
-                                "http_req_duration samples outside a warm-up", path=raws[0][0])
+                                "requests (for k6: no http_req_duration samples outside a "
+                                "warm-up)", path=raws[0][0])
     run = Run(run_path, _manifest(run_id, label, kinds, stages, reason=None))
     run.save()
     return run
@@ -157,20 +237,60 @@ def _manifest(run_id: str, label: str, kinds: list[tuple[Path, str]],
     }
 
 
+def _check_locust(kinds: list[tuple[Path, str]], raws: list[tuple[Path, str]],
+                  summaries: list[tuple[Path, str]], history: list[tuple[Path, str]]) -> None:
+    """Locust's files import alone: one _stats.csv, with at most one _stats_history.csv."""
+    locust = [p for p, k in summaries if k == "locust-stats"]
+    if not locust and not history:
+        return
+    if len(locust) != 1 or len(history) > 1 or raws or len(summaries) > 1:
+        raise ImportFormatError(
+            "import: Locust's outputs import on their own, one test at a time: one "
+            "PREFIX_stats.csv and, optionally, its PREFIX_stats_history.csv (given: "
+            f"{', '.join(f'{p} ({k})' for p, k in kinds)})",
+            path=(locust or [p for p, _ in history])[0])
+
+
+def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run_path: Path,
+                   label: str, kinds: list[tuple[Path, str]], level: int | None) -> Run:
+    """A summary-only run from Locust's aggregates (see loadproof.formats.locust)."""
+    from .formats.locust import Stats
+
+    try:
+        summary = Stats.summary(path)
+        atomic_write_bytes(run_path / "imported" / "locust_stats.csv", read_bytes(path))
+        for hist, _kind in history:
+            atomic_write_bytes(run_path / "imported" / "locust_stats_history.csv",
+                               read_bytes(hist))
+    except BaseException:
+        shutil.rmtree(run_path, ignore_errors=True)
+        raise
+    return _import_summary_only(
+        path, run_id, run_path, label, kinds,
+        data=json.dumps(summary, indent=2).encode(), level=level,
+        reason="imported from Locust's _stats.csv: figures are Locust's aggregates (its "
+               "percentiles rounded to its buckets, 429s counted among its failures), with "
+               "no per-request timings and so no intervals")
+
+
 def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
-                         kinds: list[tuple[Path, str]]) -> Run:
+                         kinds: list[tuple[Path, str]], *, data: bytes | None = None,
+                         reason: str | None = None, level: int | None = None) -> Run:
     """A one-stage run from a summary: usable for point ratios, never for intervals."""
     from .metrics import from_summary
 
-    atomic_write_bytes(run_path / "imported" / "summary-1.json", read_bytes(path))
+    atomic_write_bytes(run_path / "imported" / "summary-1.json",
+                       data if data is not None else read_bytes(path))
     record: dict[str, Any] = {
         "dir": "r1-imported", "key": "imported", "index": 1, "repeat": 1, "level": None,
         "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
         "summary_only": True, "summary_file": "imported/summary-1.json",
     }
+    if level is not None:  # --stages names the summary's level
+        record.update(key=f"s1-{level}vus", level=level, model="vus")
     run = Run(run_path, _manifest(
-        run_id, label, kinds, [record], reason="imported from a summary alone: figures are "
-        "k6's aggregates, with no per-request timings and so no intervals"))
+        run_id, label, kinds, [record], reason=reason or "imported from a summary alone: "
+        "figures are k6's aggregates, with no per-request timings and so no intervals"))
     try:
         record["requests"] = from_summary(record, run).requests
     except Exception:

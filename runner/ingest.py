@@ -212,7 +212,8 @@ def _open_text(path: Path) -> IO[str]:
 
 def sniff(path: Path) -> str:
     """'csv', 'ndjson', 'summary' (handleSummary), 'summary-export' (legacy) or
-    'summary-v2' (the machine-readable summary of k6 1.5+); anything else is refused."""
+    'summary-v2' (the machine-readable summary of k6 1.5+), or the kind of another tool's
+    output (:data:`loadproof.formats.FORMATS`); anything else is refused."""
     try:
         with _open_text(path) as handle:
             head = handle.read(65536)
@@ -223,6 +224,11 @@ def sniff(path: Path) -> str:
     stripped = head.lstrip()
     if stripped.startswith(CSV_HEADER_PREFIX):
         return "csv"
+    from .formats import described, detect  # other tools' outputs: runner/formats/
+
+    other = detect(path, head)
+    if other is not None:
+        return other
     first_line = stripped.split("\n", 1)[0]
     try:
         record = json.loads(first_line)
@@ -241,9 +247,9 @@ def sniff(path: Path) -> str:
         if kind:
             return kind
     raise ImportFormatError(
-        f"{path}: not a k6 output loadproof knows. Expected one of: a raw CSV (k6 run --out "
+        f"{path}: not a load-test output loadproof knows. Expected one of: a raw CSV (k6 run --out "
         f"csv=FILE), raw JSON lines (--out json=FILE), a --summary-export JSON, or a "
-        f"handleSummary JSON; gzipped files are fine", path=path)
+        f"handleSummary JSON; or {described()}; gzipped files are fine", path=path)
 
 
 def summary_values(metrics: dict[str, Any], *names: str) -> dict[str, Any] | None:
