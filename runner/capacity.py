@@ -23,7 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import DEFAULT_MIN_SUCCESSES, ArmCapacity, Capacity, Slo, delivery_problem
+from .compare import (
+    DEFAULT_MIN_SUCCESSES,
+    ArmCapacity,
+    Capacity,
+    Slo,
+    delivery_problem,
+    range_verdict,
+)
 from .conditions import SATURATED_SHARE
 from .errors import LoadproofError, UsageError
 from .execute import Interrupted, RunSession
@@ -626,12 +633,7 @@ def search_capacity(baseline: Run, candidate: Run) -> Capacity | None:
                                 "at_least" if c.upper is None else "exact")
         if note:
             capacity.reason = "from capacity searches" + note
-    if capacity.ratio_low is not None and capacity.ratio_low >= 1 and capacity.ratio > 1:
-        capacity.verdict = "improved"
-    elif capacity.ratio_high is not None and capacity.ratio_high <= 1 and capacity.ratio < 1:
-        capacity.verdict = "regressed"
-    else:
-        capacity.verdict = "no significant change"
+    capacity.verdict = range_verdict(capacity)
     return capacity
 
 

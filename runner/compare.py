@@ -576,15 +576,19 @@ def compare_capacity(base: list[StageMetrics], cand: list[StageMetrics], slo: Sl
         else:
             capacity.ratio_bound = "exact"
     repeats = min((len(_parts(m)) for m in base + cand), default=0)
-    if repeats < stats.MIN_REPEATS_FOR_VERDICT:
-        capacity.verdict = "not replicated"
-    elif capacity.ratio_low is not None and capacity.ratio_low >= 1 and capacity.ratio > 1:
-        capacity.verdict = "improved"
-    elif capacity.ratio_high is not None and capacity.ratio_high <= 1 and capacity.ratio < 1:
-        capacity.verdict = "regressed"
-    else:
-        capacity.verdict = "no significant change"
+    capacity.verdict = ("not replicated" if repeats < stats.MIN_REPEATS_FOR_VERDICT
+                        else range_verdict(capacity))
     return capacity
+
+
+def range_verdict(capacity: Capacity) -> str:
+    """Improved or regressed only when the ratio's whole range lies above or below 1."""
+    ratio = capacity.ratio if capacity.ratio is not None else 1.0
+    if capacity.ratio_low is not None and capacity.ratio_low >= 1 and ratio > 1:
+        return "improved"
+    if capacity.ratio_high is not None and capacity.ratio_high <= 1 and ratio < 1:
+        return "regressed"
+    return "no significant change"
 
 
 def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMetrics], slo: Slo,
