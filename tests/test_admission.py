@@ -118,14 +118,16 @@ def test_bad_parameters_are_refused() -> None:
 
 def test_profile_knobs(tmp_path: Path) -> None:
     opt = load_settings("optimized")
-    assert opt.admission_enabled and not opt.rate_limit_enabled
+    # off by default until it stops shedding below capacity (the profile says why)
+    assert not opt.admission_enabled and not opt.rate_limit_enabled
+    assert load_settings("optimized", admission_enabled=True).admission_enabled
     assert not load_settings("baseline").admission_enabled
     bad = tmp_path / "bad.toml"
     bad.write_text("admission_min_limit = 50\nadmission_initial_limit = 10\n")
     with pytest.raises(ProfileError, match="admission_min_limit"):
         load_settings(str(bad))
     with pytest.raises(ProfileError, match="db_concurrency"):
-        load_settings("optimized", db_concurrency=0)
+        load_settings("optimized", admission_enabled=True, db_concurrency=0)
     assert load_settings("optimized", db_concurrency=0,
                          admission_signal="latency").admission_signal == "latency"
     with pytest.raises(ProfileError, match="admission_signal"):
@@ -141,7 +143,8 @@ def _metric(text: str, name: str) -> float:
 
 @pytest.mark.slow
 def test_metrics_show_limit_in_flight_queue_wait_and_sheds() -> None:
-    with ServiceProcess("optimized", overrides={"admission_initial_limit": 1,
+    with ServiceProcess("optimized", overrides={"admission_enabled": True,
+                                                "admission_initial_limit": 1,
                                                 "admission_min_limit": 1,
                                                 "admission_max_limit": 1}) as svc:
         body = {"persona_id": "persona-1", "task_type": "x"}
@@ -172,7 +175,8 @@ def test_over_the_limit_answers_429_with_retry_after_fast() -> None:
                 return r.status_code, r.headers.get("retry-after"), time.perf_counter() - t0
             return await asyncio.gather(*(one() for _ in range(40)))
 
-    with ServiceProcess("optimized", overrides={"admission_initial_limit": 1,
+    with ServiceProcess("optimized", overrides={"admission_enabled": True,
+                                                "admission_initial_limit": 1,
                                                 "admission_min_limit": 1,
                                                 "admission_max_limit": 1}) as svc:
         answers = asyncio.run(burst(svc.url))
@@ -198,7 +202,7 @@ def _stages(levels: list[int], script: str, model: str, duration: str,
 def test_journey_below_capacity_sheds_nothing() -> None:
     """16 users with the journey's think time keep far fewer requests in flight than the
     limit's floor even on a busy machine: not one request may be refused."""
-    (stage,) = _stages([16], "journey", "vus", "5s")
+    (stage,) = _stages([16], "journey", "vus", "5s", {"admission_enabled": True})
     assert stage.requests > 50
     assert stage.rate_limited == 0 and stage.errors == 0
 
@@ -213,7 +217,7 @@ def test_overload_gets_fast_429s_and_admitted_requests_stay_far_faster_than_with
     as fast as k6 sends them, and the p95 of both arms is then the wait in the socket backlog
     before any code of the service runs (see the benchmark for p95 figures)."""
     rate = 1500
-    (on,) = _stages([rate], "submit", "rate", "5s")
+    (on,) = _stages([rate], "submit", "rate", "5s", {"admission_enabled": True})
     (off,) = _stages([rate], "submit", "rate", "5s", {"admission_enabled": False})
     assert on.errors == 0, "overload must give 201 or 429, never 5xx or a timeout"
     assert on.rate_limited > 0 and on.successes > 0

@@ -121,7 +121,7 @@ def test_profiles_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     opt = load_settings("optimized")
     assert (opt.pool_size, opt.max_overflow, opt.pool_timeout_s, opt.pool_recycle_s,
             opt.pool_pre_ping) == (10, 20, 30.0, 3600, True)
-    assert opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
+    assert not opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
     assert not opt.rate_limit_enabled  # the hard cap is a switch, off by default
     base = load_settings("baseline")
     assert (base.pool_size, base.max_overflow, base.rate_limit_enabled, base.breaker_enabled,
