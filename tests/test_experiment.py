@@ -11,6 +11,8 @@ def test_default_experiment_tells_the_seed_story() -> None:
     assert (exp.baseline.profile, exp.candidate.profile) == ("baseline", "optimized")
     assert exp.plan.levels == (10, 50, 100, 150) and exp.plan.model == "vus"
     assert exp.probe_plan is not None and exp.probe_plan.model == "rate"
+    # the demo's verdicts need replicated, interleaved arms, probe included
+    assert exp.plan.repeat >= 3 and exp.probe_plan.repeat == exp.plan.repeat
 
 
 @pytest.mark.parametrize(("text", "key"), [
