@@ -225,7 +225,9 @@ def test_database_outage_breaker_readiness_recovery_no_lost_tasks(tmp_path: Path
             timings.append(time.perf_counter() - t0)
             if r.status_code != 503:
                 break
-        assert statistics.median(timings) < 0.05
+        # fast: a tenth of the 5 s request deadline a closed breaker would wait on the database
+        # (a bare request takes 40-90 ms on a busy 2-core machine, so 50 ms was a timing race)
+        assert statistics.median(timings) < 0.5
         pg.restart()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
