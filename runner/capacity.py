@@ -37,6 +37,7 @@ from .execute import Interrupted, RunSession
 from .metrics import StageMetrics, stage_metrics
 from .plan import MAX_LEVEL, Stage, StagePlan, parse_duration
 from .progress import Progress
+from .stats import MIN_REPEATS_FOR_VERDICT
 from .store import DEFAULT_RUNS_DIR, Run
 
 LIMITS = ("slo", "generator", "max-rate", "budget")
@@ -434,10 +435,12 @@ class TrialError(LoadproofError):
 class _TrialRunner:
     session: RunSession
     settings: SearchSettings
+    offset: int = 0  # trials of earlier searches in the same run
 
     def __call__(self, number: int, level: int) -> Trial:
         run = self.session.run
         assert run is not None
+        number += self.offset
         stage = TrialStage(number, level, self.settings.model, self.settings.trial_duration_s,
                            self.settings.warmup_s)
         # the runner keeps each stage's k6 CSV at stages/r<repeat>-<key>/raw.csv
@@ -487,6 +490,106 @@ def trial_line(trial: Trial, why: str, unit: str) -> str:
                              if trial.stopped_early else ""))
 
 
+class CapacitySearchSession:
+    """One arm's capacity search(es) as one stored run. ``search_once`` runs a whole search;
+    called again (a pipeline's repeats, interleaved with the other arm) it runs another in the
+    same run, its trials numbered on from the last. The manifest's ``capacity_search`` keeps
+    every trial (with its ``search`` number), each search's result under ``searches`` and their
+    envelope as ``result``: the lowest capacity and the highest first fail, so the stored range
+    covers what every search found."""
+
+    def __init__(self, settings: SearchSettings, *, label: str, target: str | None = None,
+                 profile: str | None = None, script: str | None = None,
+                 out_dir: Path | str = DEFAULT_RUNS_DIR, progress: Progress | None = None,
+                 service_overrides: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.progress = progress or Progress()
+        script = script or ("submit" if profile is not None else "quick")
+        plan = StagePlan(model=settings.model, levels=(settings.min_level,),
+                         duration_s=settings.trial_duration_s, warmup_s=settings.warmup_s)
+        self.session = RunSession(plan=plan, label=label, target=target, profile=profile,
+                                  script=script, out_dir=Path(out_dir), progress=self.progress,
+                                  service_overrides=dict(service_overrides or {}))
+        self.results: list[SearchResult] = []
+
+    @property
+    def run(self) -> Run:
+        assert self.session.run is not None, "open() first"
+        return self.session.run
+
+    @property
+    def label(self) -> str:
+        return self.session.label
+
+    def run_repeat(self, number: int) -> None:
+        """A pipeline's repeat ``number``: one more whole search."""
+        self.search_once()
+
+    def open(self) -> Run:
+        run = self.session.open()
+        run.manifest["capacity_search"] = {"settings": self.settings.to_dict(), "trials": [],
+                                           "searches": [], "result": None}
+        run.save()
+        return run
+
+    def search_once(self) -> SearchResult:
+        """Run one whole search; Ctrl-C and errors propagate (the caller closes the run)."""
+        run, number = self.run, len(self.results) + 1
+        data = run.manifest["capacity_search"]
+        unit, unit_key = self.settings.unit, "vus" if self.settings.model == "vus" else "rate"
+
+        def on_trial(trial: Trial, why: str) -> None:
+            data["trials"].append({**trial.to_dict(unit_key), "search": number})
+            run.save()
+            self.progress.line(trial_line(trial, why, unit))
+
+        runner = _TrialRunner(self.session, self.settings, offset=len(data["trials"]))
+        result = search(self.settings, runner, on_trial=on_trial)
+        result.run_id, result.path = run.run_id, str(run.path)
+        self.results.append(result)
+        data["searches"].append(
+            {k: v for k, v in result.to_dict().items() if k not in ("trials", "path")})
+        data["result"] = envelope(data["searches"])
+        run.save()
+        return result
+
+    def stop_service(self) -> dict[str, Any] | None:
+        return self.session.stop_service()
+
+    def close(self, status: str | None = None, reason: str | None = None) -> Run:
+        if status == "incomplete" and self.run.manifest["capacity_search"]["result"] is None:
+            self.run.manifest["capacity_search"]["result"] = {"interrupted": True}
+        if status is None:
+            status = "complete" if self.results else "failed"
+        return self.session.close(status, reason)
+
+
+def envelope(searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several searches of one arm as one result: capacity the lowest any search found, first
+    fail the highest (None when any search found no failing load), limited by the generator
+    when any search was, else by the first non-SLO limit. One search: its own result."""
+    if len(searches) == 1:
+        return dict(searches[0])
+    limits = [s["limited_by"] for s in searches]
+    limited_by = ("generator" if "generator" in limits else
+                  next((x for x in limits if x != "slo"), "slo"))
+    capacities = [s["capacity"] for s in searches]
+    fails = [s["first_fail"] for s in searches]
+    capacity = None if None in capacities else min(capacities)
+    first_fail = None if None in fails else max(fails)
+    bounds = [s["lower_bound"] for s in searches if s.get("lower_bound") is not None]
+    return {"capacity": capacity, "first_fail": first_fail, "limited_by": limited_by,
+            "unit": searches[0]["unit"], "run_id": searches[0].get("run_id"),
+            "confirmed": all(s.get("confirmed") for s in searches),
+            "lower_bound": min(bounds) if bounds else None,
+            "elapsed_s": round(sum(s.get("elapsed_s") or 0.0 for s in searches), 1),
+            "searches": len(searches),
+            "note": (f"{len(searches)} searches: capacities "
+                     + ", ".join("—" if c is None else str(c) for c in capacities)
+                     + "; first fails " + ", ".join("—" if f is None else str(f) for f in fails)
+                     + "; the stored range spans them all")}
+
+
 def run_capacity_search(settings: SearchSettings, *, label: str, target: str | None = None,
                         profile: str | None = None, script: str | None = None,
                         out_dir: Path | str = DEFAULT_RUNS_DIR,
@@ -494,37 +597,18 @@ def run_capacity_search(settings: SearchSettings, *, label: str, target: str | N
     """Search the capacity of a target URL or a reference-service profile as one stored run.
 
     Ctrl-C keeps the finished trials (and the search so far) and raises Interrupted."""
-    progress = progress or Progress()
-    script = script or ("submit" if profile is not None else "quick")
-    plan = StagePlan(model=settings.model, levels=(settings.min_level,),
-                     duration_s=settings.trial_duration_s, warmup_s=settings.warmup_s)
-    session = RunSession(plan=plan, label=label, target=target, profile=profile, script=script,
-                         out_dir=Path(out_dir), progress=progress)
-    run = session.open()
-    run.manifest["capacity_search"] = {"settings": settings.to_dict(), "trials": [],
-                                       "result": None}
-    run.save()
-    unit = settings.unit
-    unit_key = "vus" if settings.model == "vus" else "rate"
-
-    def on_trial(trial: Trial, why: str) -> None:
-        run.manifest["capacity_search"]["trials"].append(trial.to_dict(unit_key))
-        run.save()
-        progress.line(trial_line(trial, why, unit))
-
+    searching = CapacitySearchSession(settings, label=label, target=target, profile=profile,
+                                      script=script, out_dir=out_dir, progress=progress)
+    run = searching.open()
     try:
-        result = search(settings, _TrialRunner(session, settings), on_trial=on_trial)
+        result = searching.search_once()
     except KeyboardInterrupt:
-        run.manifest["capacity_search"]["result"] = {"interrupted": True}
-        session.close("incomplete", "interrupted (Ctrl-C); finished trials are kept")
+        searching.close("incomplete", "interrupted (Ctrl-C); finished trials are kept")
         raise Interrupted(run) from None
     except BaseException as exc:
-        session.close("failed", f"{exc.__class__.__name__}: {exc}")
+        searching.close("failed", f"{exc.__class__.__name__}: {exc}")
         raise
-    result.run_id, result.path = run.run_id, str(run.path)
-    run.manifest["capacity_search"]["result"] = {
-        k: v for k, v in result.to_dict().items() if k not in ("trials", "path")}
-    session.close("complete")
+    searching.close("complete")
     return result
 
 
@@ -633,7 +717,12 @@ def search_capacity(baseline: Run, candidate: Run) -> Capacity | None:
                                 "at_least" if c.upper is None else "exact")
         if note:
             capacity.reason = "from capacity searches" + note
-    capacity.verdict = range_verdict(capacity)
+    # one search per arm is one noisy measurement: its bracket is the search's precision, not
+    # the run-to-run spread, so a verdict needs replicated searches whose ranges all separate
+    searches = min(len(base_data.get("searches") or [None]),
+                   len(cand_data.get("searches") or [None]))
+    capacity.verdict = ("not replicated" if searches < MIN_REPEATS_FOR_VERDICT
+                        else range_verdict(capacity))
     return capacity
 
 

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ExperimentError, LoadproofError
 from .plan import StagePlan, make_plan
 
+if TYPE_CHECKING:
+    from .capacity import SearchSettings
+
 DEFAULT_EXPERIMENT = Path(__file__).parent / "experiments" / "orchestrator.yaml"
 TOP_KEYS = {"title", "name", "arms", "baseline", "candidate", "model", "stages",
-            "stage_duration", "warmup", "repeat", "script", "slo", "probe", "report"}
+            "stage_duration", "warmup", "repeat", "script", "slo", "capacity", "probe",
+            "report"}
 ARM_KEYS = {"profile", "target", "set"}
 SLO_KEYS = {"p95_ms", "success", "min_successes"}
 PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script", "repeat"}
+CAPACITY_KEYS = {"model", "min_rate", "max_rate", "precision", "trial_duration", "warmup",
+                 "cooldown", "confirm", "budget", "script", "repeat", "slo"}
+PROBE_DEPRECATED = ("probe: is deprecated: a fixed grid only bounds capacity between two of its "
+                    "levels; use a capacity: block (a capacity search per arm, e.g. "
+                    "capacity: {model: rate, precision: 0.1, trial_duration: 3s, script: submit})"
+                    "; this file's probe still runs as before")
 REPORT_KEYS = {"interview_value", "salary_target", "completion_date", "unit_cost",
                "achievement_type", "currency"}
 
@@ -43,6 +53,11 @@ class Experiment:
     probe_script: str
     report: dict[str, Any]
     path: Path
+    # a capacity search per arm (the ``capacity:`` block), repeated like the stages
+    capacity: SearchSettings | None = None
+    capacity_script: str = "submit"
+    capacity_repeat: int = 1
+    deprecations: list[str] = field(default_factory=list)
 
 
 def _fail(path: Path, key: str, message: str) -> ExperimentError:
@@ -149,6 +164,10 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         probe = _check_keys(source, "probe", data["probe"], PROBE_KEYS)
         probe_plan = _plan(source, "probe.", probe, {"model": "rate", "repeat": plan.repeat})
         probe_script = str(probe.get("script", "submit"))
+    deprecations = []
+    if data.get("probe"):
+        deprecations.append(f"{source}: {PROBE_DEPRECATED}")
+    capacity, capacity_script, capacity_repeat = _capacity(source, data, slo, plan.repeat)
     report = _check_keys(source, "report", data.get("report") or {}, REPORT_KEYS)
     if report.get("unit_cost") is not None:
         _typed(source, "report.unit_cost", report["unit_cost"], (int, float), "a number")
@@ -157,4 +176,46 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
                       candidate=by_name[cand_name], plan=plan,
                       script=str(data.get("script", "journey")), slo=slo,
                       probe_plan=probe_plan, probe_script=probe_script, report=report,
-                      path=source)
+                      path=source, capacity=capacity, capacity_script=capacity_script,
+                      capacity_repeat=capacity_repeat, deprecations=deprecations)
+
+
+def _capacity(path: Path, data: dict[str, Any], slo: dict[str, Any],
+              repeat: int) -> tuple[SearchSettings | None, str, int]:
+    """The ``capacity:`` block as search settings (its SLO from ``slo`` unless it gives its
+    own), the script and how many searches each arm gets (the experiment's ``repeat``)."""
+    if data.get("capacity") is None:
+        return None, "submit", 1
+    if data.get("probe"):
+        raise _fail(path, "probe", "give capacity: or probe:, not both (probe: is deprecated)")
+    block = _check_keys(path, "capacity", data["capacity"] or {}, CAPACITY_KEYS)
+    own_slo = _check_keys(path, "capacity.slo", block.get("slo") or {}, {"p95_ms", "success"})
+    for key in ("p95_ms", "success"):
+        if key in own_slo:
+            _typed(path, f"capacity.slo.{key}", own_slo[key], (int, float), "a number")
+    for key in ("min_rate", "max_rate", "confirm", "repeat"):
+        if key in block:
+            _typed(path, f"capacity.{key}", block[key], (int,), "a whole number")
+    if "precision" in block:
+        _typed(path, "capacity.precision", block["precision"], (int, float), "a number")
+    from .capacity import make_settings
+    from .errors import UsageError
+
+    try:
+        settings = make_settings(
+            slo_p95_ms=float(own_slo.get("p95_ms", slo.get("p95_ms", 400.0))),
+            slo_success=float(own_slo.get("success", slo.get("success", 0.99))),
+            model=str(block.get("model", "rate")), min_rate=block.get("min_rate"),
+            max_rate=block.get("max_rate"), precision=float(block.get("precision", 0.05)),
+            trial_duration=block.get("trial_duration", "10s"),
+            warmup=block.get("warmup", "2s"), cooldown=block.get("cooldown", "2s"),
+            confirm=int(block.get("confirm", 1)), budget=block.get("budget", "10m"))
+    except UsageError as exc:
+        flag = str(exc).split(" ", 1)[0]
+        key = flag.lstrip("-").replace("-", "_") if flag.startswith("--") else ""
+        key = {"slo_p95_ms": "slo.p95_ms", "slo_success": "slo.success"}.get(key, key)
+        raise _fail(path, f"capacity.{key}" if key else "capacity", str(exc)) from exc
+    searches = int(block.get("repeat", repeat))
+    if searches < 1:
+        raise _fail(path, "capacity.repeat", "at least 1 search per arm")
+    return settings, str(block.get("script", "submit")), searches

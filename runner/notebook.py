@@ -244,6 +244,8 @@ def capacity(report: ReportData) -> Any:
         if comp is None:
             continue
         cap = comp.capacity
+        if cap.basis == "search":
+            name = "Capacity search"
         rows = [{"arm": f"{role}: {run.label}", "capacity": arm.shown(),
                  "knee": arm.knee_level or "—",
                  "knee reason": arm.knee_reason or "—"}

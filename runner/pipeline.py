@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 from . import conditions
 from .achievements import AchievementOptions
@@ -19,11 +20,20 @@ from .store import Run, slug, utcnow
 
 
 def _sessions(experiment: Experiment, plan: StagePlan, script: str, prefix: str,
-              runs_dir: Path, progress: Progress) -> list[RunSession]:
-    sessions = []
-    for arm in (experiment.baseline, experiment.candidate):
-        sessions.append(_session(arm, plan, script, prefix, runs_dir, progress))
-    return sessions
+              runs_dir: Path, progress: Progress) -> list[ArmSession]:
+    return [_session(arm, plan, script, prefix, runs_dir, progress)
+            for arm in (experiment.baseline, experiment.candidate)]
+
+
+def _searches(experiment: Experiment, runs_dir: Path, progress: Progress) -> list[ArmSession]:
+    from .capacity import CapacitySearchSession
+
+    assert experiment.capacity is not None
+    return [CapacitySearchSession(experiment.capacity, label=f"capacity-{arm.name}",
+                                  target=arm.target, profile=arm.profile,
+                                  script=experiment.capacity_script, out_dir=runs_dir,
+                                  progress=progress, service_overrides=dict(arm.overrides))
+            for arm in (experiment.baseline, experiment.candidate)]
 
 
 def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path,
@@ -33,6 +43,24 @@ def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path
                       service_overrides=dict(arm.overrides))
 
 
+class ArmSession(Protocol):
+    """What run_arms needs of an arm: a RunSession (stages) or a CapacitySearchSession."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def run(self) -> Run | None: ...
+
+    def open(self) -> Run: ...
+
+    def run_repeat(self, repeat: int) -> None: ...
+
+    def stop_service(self) -> dict[str, Any] | None: ...
+
+    def close(self, status: str | None = None, reason: str | None = None) -> Run: ...
+
+
 def arm_order(repeat: int, arms: int) -> list[int]:
     """ABBA: repeat 1 runs the arms in order, repeat 2 in reverse, and so on, so that neither
     arm always goes first and a linear drift of the machine cancels over pairs of repeats."""
@@ -40,11 +68,11 @@ def arm_order(repeat: int, arms: int) -> list[int]:
     return order if repeat % 2 == 1 else order[::-1]
 
 
-def run_arms(sessions: list[RunSession], repeat: int, progress: Progress) -> list[Run]:
+def run_arms(sessions: list[ArmSession], repeat: int, progress: Progress) -> list[Run]:
     """Run every arm's repeats interleaved in ABBA order, each arm alone on the machine: its
     service (and database) start for its repeat and stop after it, and the next arm waits
     until they have exited and the machine is quiet. Every wait is recorded in the runs."""
-    opened: list[RunSession] = []
+    opened: list[ArmSession] = []
     try:
         for session in sessions:
             session.open()
@@ -95,8 +123,16 @@ def run_pipeline(experiment_path: str | Path | None = None, *,
     progress.line(f"pipeline: {experiment.title} ({experiment.path})")
     base, cand = run_arms(_sessions(experiment, experiment.plan, experiment.script, "",
                                     runs_dir, progress), experiment.plan.repeat, progress)
+    for line in experiment.deprecations:
+        progress.line(f"warning: {line}")
     probe: tuple[Run, Run] | None = None
-    if experiment.probe_plan is not None:
+    if experiment.capacity is not None:
+        progress.line(f"pipeline: capacity search per arm ({experiment.capacity_repeat} "
+                      f"searches each, interleaved)")
+        probe_base, probe_cand = run_arms(
+            _searches(experiment, runs_dir, progress), experiment.capacity_repeat, progress)
+        probe = (probe_base, probe_cand)
+    elif experiment.probe_plan is not None:
         progress.line("pipeline: arrival-rate capacity probe")
         probe_base, probe_cand = run_arms(
             _sessions(experiment, experiment.probe_plan, experiment.probe_script, "probe-",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -173,6 +174,12 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
     out.mkdir(parents=True, exist_ok=True)
     progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
+    if probe is not None:
+        from .capacity import search_capacity
+
+        searched = search_capacity(*probe)
+        if searched is not None:  # capacity searches say more than the stage plan's grid
+            comparison = dataclasses.replace(comparison, capacity=searched)
     achievement = build_achievement(comparison, options)
     write_achievement(achievement, out / "achievement.json")
     update_feed(achievement, reports_dir / "feed.json")

@@ -393,8 +393,9 @@ def test_ctrl_c_keeps_finished_trials_and_exits_130(runs_dir: Path) -> None:
 # --- comparing two searches ----------------------------------------------------------------
 
 def search_run(root: Path, label: str, passes: list[int], fails: list[int], *,
-               limited_by: str = "slo", slo_p95_ms: float = 100) -> Run:
-    """A stored capacity-search run: a trial per load (fast 2xx for a pass, slow for a fail)."""
+               limited_by: str = "slo", slo_p95_ms: float = 100, searches: int = 3) -> Run:
+    """A stored capacity-search run: a trial per load (fast 2xx for a pass, slow for a fail),
+    stored as ``searches`` searches that all found the same bracket."""
     loads = sorted([(level, True) for level in passes] + [(level, False) for level in fails])
     stages = {f"t{i:02d}-{level}rps": (level, [20.0 if ok else 500.0] * (level * 2),
                                         [200] * (level * 2))
@@ -408,6 +409,8 @@ def search_run(root: Path, label: str, passes: list[int], fails: list[int], *,
                    for key, (level, ok) in zip(stages, loads, strict=True)],
         "result": {"capacity": capacity if limited_by != "generator" else None,
                    "first_fail": first_fail, "limited_by": limited_by, "unit": "req/s"}}
+    run.manifest["capacity_search"]["searches"] = [run.manifest["capacity_search"]["result"]] \
+        * searches
     run.save()
     return run
 
@@ -434,6 +437,34 @@ def test_overlapping_brackets_give_no_verdict(tmp_path: Path) -> None:
     worse = compare_runs(cand, search_run(tmp_path, "worse", [10, 20, 40], [80, 57, 48])).capacity
     assert worse.ratio_high is not None and worse.ratio_high <= 1
     assert worse.verdict == "regressed"
+
+
+def test_one_search_per_arm_is_not_replicated(tmp_path: Path) -> None:
+    # a single search's bracket is its precision, not the run-to-run spread: an A/A pair of
+    # single searches separates by chance, so it shows the range and makes no verdict
+    base = search_run(tmp_path, "base", [10, 20, 40, 80, 95], [160, 113, 100], searches=1)
+    cand = search_run(tmp_path, "cand", [10, 20, 40, 80, 160, 190, 200], [320, 226, 213],
+                      searches=1)
+    capacity = compare_runs(base, cand).capacity
+    assert capacity.ratio_low == pytest.approx(2.0)
+    assert capacity.verdict == "not replicated"
+
+
+def test_the_envelope_of_several_searches_spans_them_all() -> None:
+    from loadproof.capacity import envelope
+
+    one = {"capacity": 95, "first_fail": 100, "limited_by": "slo", "unit": "req/s",
+           "confirmed": True, "lower_bound": 95.0, "elapsed_s": 30.0}
+    two = {**one, "capacity": 110, "first_fail": 121}
+    three = {**one, "capacity": 88, "first_fail": 97, "confirmed": False}
+    both = envelope([one, two, three])
+    assert (both["capacity"], both["first_fail"]) == (88, 121)
+    assert both["limited_by"] == "slo" and both["confirmed"] is False
+    assert both["searches"] == 3 and both["elapsed_s"] == 90.0
+    assert envelope([one]) == one
+    assert envelope([one, {**two, "first_fail": None, "limited_by": "max-rate"}])[
+        "first_fail"] is None
+    assert envelope([one, {**two, "limited_by": "generator"}])["limited_by"] == "generator"
 
 
 def test_a_generator_limited_arm_is_only_a_lower_bound(tmp_path: Path) -> None:

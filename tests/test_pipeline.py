@@ -19,7 +19,8 @@ stages: [5, 20]
 stage_duration: 2s
 warmup: 1s
 repeat: 2
-probe: {stages: [100], stage_duration: 2s, repeat: 1}
+capacity: {min_rate: 50, max_rate: 100, trial_duration: 1s, warmup: 1s, cooldown: 0s,
+           confirm: 0, budget: 30s, repeat: 1}
 report: {interview_value: high}
 """
 
@@ -36,7 +37,11 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     runs = [load_run(p) for p in sorted((tmp_path / "runs").iterdir())]
     labels = sorted(r.label for r in runs)
-    assert labels == ["baseline", "optimized", "probe-baseline", "probe-optimized"]
+    assert labels == ["baseline", "capacity-baseline", "capacity-optimized", "optimized"]
+    search = next(r for r in runs if r.label == "capacity-optimized").manifest["capacity_search"]
+    assert [t["rate"] for t in search["trials"]] == [50, 100]  # x2 ramp to max_rate
+    assert search["result"]["limited_by"] in ("max-rate", "slo")
+    assert len(search["searches"]) == 1
     optimized = next(r for r in runs if r.label == "optimized")
     assert optimized.status == "complete" and len(optimized.stages) == 4  # 2 stages x 2 repeats
     assert optimized.manifest["profile"]["settings"]["rate_limit_rps"] == 3000
