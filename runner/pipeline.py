@@ -15,7 +15,7 @@ from .execute import Interrupted, RunSession
 from .experiment import Arm, Experiment, load_experiment
 from .plan import StagePlan
 from .progress import Progress
-from .report import make_report, notebook_path
+from .report import execute_notebook, make_report, notebook_path
 from .store import Run, slug, utcnow
 
 
@@ -113,6 +113,18 @@ def run_arms(sessions: list[ArmSession], repeat: int, progress: Progress) -> lis
     return [session.close() for session in sessions]
 
 
+def arm_notebooks(out: Path, runs: list[Run], progress: Progress) -> list[Path]:
+    """Beside the executed report notebook, an executed ``load_test`` notebook per arm that
+    views its stored run (parameters, table, charts): a reader re-runs it from the folder."""
+    written = []
+    for run in runs:
+        progress.line(f"pipeline: executing notebooks/load_test.ipynb for {run.label}")
+        written.append(execute_notebook(
+            "load_test", out / f"load_test-{slug(run.label)}.ipynb",
+            {"run_now": False, "existing_run": str(run.path.resolve()), "label": run.label}))
+    return written
+
+
 def run_pipeline(experiment_path: str | Path | None = None, *,
                  reports_dir: Path = Path("reports"), runs_dir: Path = Path("data/runs"),
                  progress: Progress | None = None) -> Path:
@@ -154,5 +166,6 @@ def run_pipeline(experiment_path: str | Path | None = None, *,
                 runs_dir=runs_dir, reports_dir=reports_dir, title=experiment.title,
                 probe=probe, progress=progress)
     shutil.copy(experiment.path, out / "experiment.yaml")
+    arm_notebooks(out, [base, cand], progress)
     progress.line(f"pipeline: done in {time.monotonic() - started:.0f} s")
     return out

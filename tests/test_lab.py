@@ -177,6 +177,83 @@ def test_make_lab_serves_the_notebooks_on_loopback_with_quiet_encrypted_kernels(
         lab.stop()
 
 
+def _run_notebook_in_lab(port: int, token: str, name: str) -> list[dict[str, Any]]:
+    """Every code cell of notebooks/<name>.ipynb, with its shipped defaults, in a new kernel of
+    the running Lab (through the browser's websocket channel); the outputs it sent."""
+    import websocket
+
+    kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/api/kernels/{kernel['id']}/channels?token={token}", timeout=120)
+    outputs: list[dict[str, Any]] = []
+    try:
+        book = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        for cell in (c for c in book.cells if c.cell_type == "code"):
+            msg_id = uuid.uuid4().hex
+            ws.send(json.dumps({
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                           "session": uuid.uuid4().hex, "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "channel": "shell",
+                "content": {"code": cell.source, "silent": False, "store_history": True,
+                            "user_expressions": {}, "allow_stdin": False}}))
+            deadline = time.monotonic() + 180
+            while True:
+                assert time.monotonic() < deadline, f"{name}: a cell ran over 180 s"
+                message = json.loads(ws.recv())
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = message["msg_type"]
+                if kind == "error":
+                    raise AssertionError(f"{name}: {message['content']['ename']}: "
+                                         f"{message['content']['evalue']}\n{cell.source}")
+                if kind in ("display_data", "execute_result", "stream"):
+                    outputs.append({"type": kind, **message["content"]})
+                if kind == "status" and message["content"]["execution_state"] == "idle":
+                    break
+    finally:
+        ws.close()
+        _api(port, token, f"/api/kernels/{kernel['id']}", "DELETE")
+    return outputs
+
+
+def _figures(outputs: list[dict[str, Any]]) -> int:
+    return sum(1 for o in outputs if {"image/png", "image/svg+xml"} & set(o.get("data", {})))
+
+
+def _shown(outputs: list[dict[str, Any]]) -> str:
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/html", "")
+                   + o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
+@pytest.mark.slow
+def test_each_notebook_runs_in_the_lab_with_its_defaults_and_shows_the_samples_figures(
+        tmp_path: Path) -> None:
+    from loadproof.compare import compare_runs
+    from loadproof.store import load_run
+
+    sample = {name: load_run(SAMPLE / name) for name in ("baseline", "optimized")}
+    comparison = compare_runs(sample["baseline"], sample["optimized"])
+    top = comparison.stages[-1]
+    p95 = top.metrics["latency_p95_ms"]
+    assert p95.baseline is not None and p95.candidate is not None
+    lab = _Lab(tmp_path)
+    try:
+        port, token = lab.url(timeout=120)
+        arm = _run_notebook_in_lab(port, token, "load_test")
+        assert _figures(arm) >= 3  # latency, throughput and outcomes against load
+        shown = _shown(arm)
+        assert sample["baseline"].run_id in shown and top.key in shown
+        for name in ("compare", "report"):
+            outputs = _run_notebook_in_lab(port, token, name)
+            assert _figures(outputs) >= (2 if name == "compare" else 4), name
+            shown = _shown(outputs)
+            # the sample comparison's own figures, as the notebook printed them
+            assert f"{p95.baseline:.1f}" in shown and f"{p95.candidate:.1f}" in shown, name
+        assert NOTICE not in lab.output, lab.output
+    finally:
+        lab.stop()
+
+
 @pytest.mark.slow  # a papermill kernel: about 20 s on a busy machine
 def test_papermill_kernels_start_encrypted_and_compare_lists_the_store(tmp_path: Path) -> None:
     store = _store(tmp_path)

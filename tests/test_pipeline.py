@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 from loadproof.pipeline import run_pipeline
 from loadproof.progress import Progress
@@ -26,6 +27,7 @@ report: {interview_value: high}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # about 2 minutes on a quiet machine; waits for quiet when busy
 def test_pipeline_end_to_end(tmp_path: Path) -> None:
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(EXPERIMENT)
@@ -45,6 +47,15 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
     optimized = next(r for r in runs if r.label == "optimized")
     assert optimized.status == "complete" and len(optimized.stages) == 4  # 2 stages x 2 repeats
     assert optimized.manifest["profile"]["settings"]["rate_limit_rps"] == 3000
+    for run in (optimized, next(r for r in runs if r.label == "baseline")):
+        # the arm's own notebook, executed on its stored run: its table and charts
+        executed = nbformat.read(out / f"load_test-{run.label}.ipynb", as_version=4)
+        outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+        shown = json.dumps([o.get("data", {}) for o in outputs])
+        assert run.run_id in shown or str(run.path.resolve()) in json.dumps(executed.cells[1])
+        assert sum(1 for o in outputs if {"image/png", "image/svg+xml"} & set(o.get("data", {})))\
+            >= 3  # latency, throughput, outcomes
+        assert "s2-20vus" in shown  # the run's table lists its stages
     feed = json.loads((tmp_path / "reports" / "feed.json").read_text())
     assert len(feed["items"]) == 1
     page = (tmp_path / "reports" / "index.html").read_text()  # the portfolio page follows
