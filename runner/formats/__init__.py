@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import hey, jmeter, locust
+from . import gatling, hey, jmeter, locust, vegeta
 from .base import Converted
 
 __all__ = ["FORMATS", "PER_REQUEST_KINDS", "Converted", "convert", "described", "detect"]
@@ -25,7 +25,7 @@ class Format(Protocol):
     def detect(self, first_line: str) -> bool: ...
 
 
-FORMATS: tuple[Any, ...] = (jmeter, hey, locust.Stats, locust.History)
+FORMATS: tuple[Any, ...] = (jmeter, hey, vegeta, gatling, locust.Stats, locust.History)
 BY_KIND = {f.KIND: f for f in FORMATS}
 PER_REQUEST_KINDS = tuple(f.KIND for f in FORMATS if f.PER_REQUEST)
 SUMMARY_KINDS = tuple(f.KIND for f in FORMATS if not f.PER_REQUEST)
