@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from .errors import ImportFormatError, UsageError
-from .formats import PER_REQUEST_KINDS, convert
+from .formats import PER_REQUEST_KINDS, RATE_KINDS, convert
 from .ingest import (
     TIME_RESOLUTION_S,
     TimeFormat,
@@ -84,8 +84,8 @@ def _summary_duration(data: dict[str, Any], requests: int) -> float | None:
 def _file_stages(raws: list[tuple[Path, str]], levels: list[int] | None
                  ) -> list[tuple[str | None, int, int]]:
     """(stage key, repeat, stage index) of each raw file. With ``levels`` (``--stages``) the
-    file's level names its stage, ``s<i>-<level>vus``, and files of the same level are its
-    repeats. Without, a k6 file is one repeat whose stages come from its tags (None); other
+    file's level names its stage, ``s<i>-<level>vus`` (``rps`` for vegeta, which sends at a
+    set rate), and files of the same level are its repeats. Without, a k6 file is one repeat whose stages come from its tags (None); other
     tools' files are one stage each: ``imported`` alone, ``file-<n>`` when several."""
     others = [k for _p, k in raws if k in PER_REQUEST_KINDS]
     if others and (len(others) != len(raws) or len(set(others)) > 1):
@@ -97,7 +97,8 @@ def _file_stages(raws: list[tuple[Path, str]], levels: list[int] | None
             raise UsageError(f"--stages names {len(levels)} level(s) for {len(raws)} "
                              "per-request file(s); give one level per file, in order")
         distinct = list(dict.fromkeys(levels))
-        return [(f"s{distinct.index(level) + 1}-{level}vus", levels[:n + 1].count(level),
+        unit = "rps" if others and others[0] in RATE_KINDS else "vus"  # vegeta: a rate
+        return [(f"s{distinct.index(level) + 1}-{level}{unit}", levels[:n + 1].count(level),
                  distinct.index(level) + 1) for n, level in enumerate(levels)]
     if not others:
         return [(None, n, n) for n in range(1, len(raws) + 1)]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from . import gatling, hey, jmeter, locust, vegeta
 from .base import Converted
 
-__all__ = ["FORMATS", "PER_REQUEST_KINDS", "Converted", "convert", "described", "detect"]
+__all__ = ["FORMATS", "PER_REQUEST_KINDS", "RATE_KINDS", "Converted", "convert", "described", "detect"]
 
 
 class Format(Protocol):
@@ -29,6 +29,8 @@ FORMATS: tuple[Any, ...] = (jmeter, hey, vegeta, gatling, locust.Stats, locust.H
 BY_KIND = {f.KIND: f for f in FORMATS}
 PER_REQUEST_KINDS = tuple(f.KIND for f in FORMATS if f.PER_REQUEST)
 SUMMARY_KINDS = tuple(f.KIND for f in FORMATS if not f.PER_REQUEST)
+# tools that send at a set rate (an open model): --stages names requests per second
+RATE_KINDS = tuple(f.KIND for f in FORMATS if getattr(f, "OPEN_MODEL", False))
 
 
 def detect(path: Path, head: str) -> str | None:

@@ -23,6 +23,7 @@ from .base import Converted, write
 KIND = "vegeta-csv"
 DESCRIPTION = "a vegeta CSV (vegeta attack ... | vegeta encode --to csv > results.csv)"
 PER_REQUEST = True
+OPEN_MODEL = True  # vegeta attacks at a set rate: --stages names requests per second
 _WIDTHS = (7, 9, 11, 12)  # vegeta < 8, 8 to 12.7, 12.8 (method, url), later (headers)
 _NUMBER = re.compile(r"^\d+$")
 
@@ -53,7 +54,9 @@ def convert(path: Path, out: Path, *, repeat: int, stage: str) -> Converted:
     end_us = (pl.col("c0") + pl.col("c2")) // 1000
     requests = frame.select(
         pl.from_epoch(end_us, time_unit="us").dt.replace_time_zone("UTC").alias("timestamp"),
-        (pl.col("c2") / 1e6).alias("duration_ms"),
+        # numpy's division: polars multiplies by 1e-6, a last bit off a true ns / 1e6
+        pl.col("c2").map_batches(lambda ns: pl.Series(ns.cast(pl.Float64).to_numpy() / 1e6),
+                                 return_dtype=pl.Float64).alias("duration_ms"),
         pl.col("c1").alias("status"),
         pl.lit(None, pl.Boolean).alias("expected"),
         (pl.col("c10") if width >= 11 else pl.lit(None, pl.String)).alias("name"),
