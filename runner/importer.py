@@ -85,8 +85,9 @@ def _file_stages(raws: list[tuple[Path, str]], levels: list[int] | None
                  ) -> list[tuple[str | None, int, int]]:
     """(stage key, repeat, stage index) of each raw file. With ``levels`` (``--stages``) the
     file's level names its stage, ``s<i>-<level>vus`` (``rps`` for vegeta, which sends at a
-    set rate), and files of the same level are its repeats. Without, a k6 file is one repeat whose stages come from its tags (None); other
-    tools' files are one stage each: ``imported`` alone, ``file-<n>`` when several."""
+    set rate), and files of the same level are its repeats. Without, a k6 file is one
+    repeat whose stages come from its tags (None); other tools' files are one stage each:
+    ``imported`` alone, ``file-<n>`` when several."""
     others = [k for _p, k in raws if k in PER_REQUEST_KINDS]
     if others and (len(others) != len(raws) or len(set(others)) > 1):
         raise ImportFormatError(
