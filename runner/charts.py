@@ -235,19 +235,39 @@ def _over_time(run: Run, role: str) -> pd.DataFrame:
     frames = []
     for record in run.usable_stages():
         frame = pl.read_parquet(run.path / record["requests_file"],
-                                columns=["timestamp", "duration_ms", "status"])
+                                columns=["timestamp", "duration_ms", "status", "expected"])
         frames.append(frame)
     if not frames:
-        return pd.DataFrame()
+        return _own_timeline(run, role)
     frame = pl.concat(frames).sort("timestamp")
     start = frame["timestamp"].min()
-    binned = (frame.filter(pl.col("status").is_between(200, 299))
+    # a Gatling OK has no status in its log: its success is the expected column
+    ok = pl.col("status").is_between(200, 299) | (pl.col("status").is_null()
+                                                   & pl.col("expected").fill_null(False))
+    binned = (frame.filter(ok)
               .with_columns(((pl.col("timestamp") - start).dt.total_milliseconds() // 1000)
                             .alias("second"))
               .group_by("second").agg(pl.col("duration_ms").quantile(0.95).alias("p95_ms"))
               .sort("second"))
     result = binned.to_pandas()
     result["arm"] = f"{role}: {run.label}"
+    return result
+
+
+def _own_timeline(run: Run, role: str) -> pd.DataFrame:
+    """A summary-only run's timeline from its tool (Locust's _stats_history.csv, see
+    loadproof.formats.locust.timeline): the tool's p95 of recent requests, failures included,
+    at each of its rows."""
+    files = [run.path / s["timeline_file"] for s in run.stages if s.get("timeline_file")]
+    if not files or not files[0].is_file():
+        return pd.DataFrame()
+    frame = pl.read_parquet(files[0], columns=["timestamp", "p95_ms"]).drop_nulls("p95_ms")
+    if frame.is_empty():
+        return pd.DataFrame()
+    start = frame["timestamp"].min()
+    result = frame.select(((pl.col("timestamp") - start).dt.total_milliseconds() // 1000)
+                          .alias("second"), "p95_ms").to_pandas()
+    result["arm"] = f"{role}: {run.label} (Locust's p95 of recent requests, failures included)"
     return result
 
 

@@ -256,20 +256,24 @@ def _check_locust(kinds: list[tuple[Path, str]], raws: list[tuple[Path, str]],
 def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run_path: Path,
                    label: str, kinds: list[tuple[Path, str]], level: int | None) -> Run:
     """A summary-only run from Locust's aggregates (see loadproof.formats.locust)."""
-    from .formats.locust import Stats
+    from .formats.locust import Stats, timeline
 
+    extra: dict[str, Any] = {}
     try:
         summary = Stats.summary(path)
         atomic_write_bytes(run_path / "imported" / "locust_stats.csv", read_bytes(path))
         for hist, _kind in history:
             atomic_write_bytes(run_path / "imported" / "locust_stats_history.csv",
                                read_bytes(hist))
+            # the timeline a report's time chart draws (Locust's own figures, no intervals)
+            sink_atomically(timeline(hist).lazy(), run_path / "imported" / "timeline.parquet")
+            extra["timeline_file"] = "imported/timeline.parquet"
     except BaseException:
         shutil.rmtree(run_path, ignore_errors=True)
         raise
     return _import_summary_only(
         path, run_id, run_path, label, kinds,
-        data=json.dumps(summary, indent=2).encode(), level=level,
+        data=json.dumps(summary, indent=2).encode(), level=level, extra=extra,
         reason="imported from Locust's _stats.csv: figures are Locust's aggregates (its "
                "percentiles rounded to its buckets, 429s counted among its failures), with "
                "no per-request timings and so no intervals")
@@ -277,7 +281,8 @@ def _import_locust(path: Path, history: list[tuple[Path, str]], run_id: str, run
 
 def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
                          kinds: list[tuple[Path, str]], *, data: bytes | None = None,
-                         reason: str | None = None, level: int | None = None) -> Run:
+                         reason: str | None = None, level: int | None = None,
+                         extra: dict[str, Any] | None = None) -> Run:
     """A one-stage run from a summary: usable for point ratios, never for intervals."""
     from .metrics import from_summary
 
@@ -286,7 +291,7 @@ def _import_summary_only(path: Path, run_id: str, run_path: Path, label: str,
     record: dict[str, Any] = {
         "dir": "r1-imported", "key": "imported", "index": 1, "repeat": 1, "level": None,
         "model": None, "duration_s": None, "warmup_s": 0.0, "status": "complete",
-        "summary_only": True, "summary_file": "imported/summary-1.json",
+        "summary_only": True, "summary_file": "imported/summary-1.json", **(extra or {}),
     }
     if level is not None:  # --stages names the summary's level
         record.update(key=f"s1-{level}vus", level=level, model="vus")

@@ -199,3 +199,59 @@ def test_vegeta_output_made_now_imports(runs_dir: Path, tmp_path: Path) -> None:
     assert stage.requests == len(rows) > 0
     assert stage.rate_limited == codes.count(429) > 0
     assert stage.errors == sum(c == 0 or (c >= 400 and c != 429) for c in codes) > 0
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
+
+
+def test_locust_history_is_stored_as_the_runs_timeline(runs_dir: Path) -> None:
+    stats, history = TOOLS / "locust_stats.csv", TOOLS / "locust_stats_history.csv"
+    rows = _history(history)
+    run = import_files([stats, history], label="lo", out_dir=runs_dir)
+    record = run.stages[0]
+    timeline = pl.read_parquet(run.path / record["timeline_file"])
+    assert timeline.height == len(rows) > 1
+    assert [int(t.timestamp()) for t in timeline["timestamp"]] == [
+        int(r["Timestamp"]) for r in rows]
+    assert timeline["users"].to_list() == [int(r["User Count"]) for r in rows]
+    assert timeline["p95_ms"].to_list() == [None if r["95%"] == "N/A" else float(r["95%"])
+                                            for r in rows]
+    assert timeline["total_requests"].to_list() == [int(r["Total Request Count"]) for r in rows]
+    with open(stats, newline="") as handle:
+        (total,) = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
+    assert timeline["total_requests"][-1] == int(total["Request Count"])
+    # still a summary-only run: its comparisons carry no interval
+    from loadproof.compare import compare_runs
+
+    loaded = load_run(run.path)
+    (stage,) = stage_metrics(loaded)
+    assert stage.summary_only
+    verdicts = {m.verdict for s in compare_runs(loaded, loaded).stages
+                for m in s.metrics.values()}
+    assert "no interval" in verdicts and verdicts <= {"no interval", "not comparable"}
+    # the report's time chart draws Locust's own p95 from it
+    from loadproof.charts import _over_time
+
+    drawn = _over_time(loaded, "run")
+    assert list(drawn["p95_ms"]) == [float(r["95%"]) for r in rows if r["95%"] != "N/A"]
+    assert "Locust" in drawn["arm"].iloc[0]
+
+
+def test_locust_stats_alone_has_no_timeline(runs_dir: Path) -> None:
+    run = import_files([TOOLS / "locust_stats.csv"], label="lo", out_dir=runs_dir)
+    assert "timeline_file" not in run.stages[0]
+    from loadproof.charts import _over_time
+
+    assert _over_time(load_run(run.path), "run").empty
+
+
+def test_locust_history_without_its_columns_is_refused(runs_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "cut_stats_history.csv"
+    bad.write_text("Timestamp,User Count,Type,Name,Requests/s,Failures/s\n"
+                   "1795794662,2,,Aggregated,1.0,0.0\n")
+    with pytest.raises(ImportFormatError, match="no 50%") as raised:
+        import_files([TOOLS / "locust_stats.csv", bad], label="x", out_dir=runs_dir)
+    assert str(bad) in str(raised.value)
+    assert list(runs_dir.iterdir()) == []

@@ -14,6 +14,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from ..errors import ImportFormatError
 
 
@@ -95,3 +97,35 @@ class History:
             raise ImportFormatError(
                 f"{path}: Locust's failures or exceptions CSV holds no timings; import "
                 "PREFIX_stats.csv (and PREFIX_stats_history.csv) instead", path=path)
+
+
+_TIMELINE = {"Requests/s": "requests_per_s", "Failures/s": "failures_per_s", "50%": "p50_ms",
+             "95%": "p95_ms", "99%": "p99_ms", "Total Request Count": "total_requests",
+             "Total Failure Count": "total_failures"}
+
+
+def timeline(path: Path) -> pl.DataFrame:
+    """The ``Aggregated`` rows of a ``_stats_history.csv`` as a time series: ``timestamp``
+    (UTC, from Locust's unix seconds), ``users``, the rates Locust printed at that moment
+    (``requests_per_s``, ``failures_per_s``), its percentiles of recent requests, failures
+    included (``p50_ms``, ``p95_ms``, ``p99_ms``; null where Locust wrote N/A) and its running
+    totals. Locust writes a row every few seconds (``CSV_STATS_INTERVAL_SEC``)."""
+    columns, rows = _read_rows(path)
+    needed = ("Timestamp", "User Count", "Name", *_TIMELINE)
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ImportFormatError(f"{path}: this Locust _stats_history.csv has no "
+                                f"{', '.join(missing)} column(s)", path=path)
+    total = [r for r in rows if (r.get("Name") or "").strip() == "Aggregated"]
+    if not total:
+        raise ImportFormatError(f"{path}: no 'Aggregated' rows; is this a whole Locust "
+                                "_stats_history.csv?", path=path)
+    frame = pl.DataFrame({
+        "timestamp": [_number(path, r, "Timestamp") for r in total],
+        "users": [_number(path, r, "User Count") for r in total],
+        **{name: [_number(path, r, column) for r in total] for column, name in _TIMELINE.items()},
+    }, schema_overrides={"timestamp": pl.Float64})
+    return frame.with_columns(
+        pl.from_epoch((pl.col("timestamp") * 1e6).round().cast(pl.Int64), time_unit="us")
+        .dt.replace_time_zone("UTC").alias("timestamp"),
+        pl.col("users", "total_requests", "total_failures").cast(pl.Int64))
