@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--format", choices=["text", "json"], default="text")
     cap.set_defaults(func=cmd_capacity)
 
-    imp = sub.add_parser("import", help="store existing k6 outputs as a run")
+    imp = sub.add_parser("import", help="store existing outputs of k6, JMeter, hey, vegeta, "
+                         "Gatling (3.0-3.12) or Locust as a run")
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--label", required=True)
     imp.add_argument("--out", default="data/runs")

@@ -255,3 +255,19 @@ def test_locust_history_without_its_columns_is_refused(runs_dir: Path, tmp_path:
         import_files([TOOLS / "locust_stats.csv", bad], label="x", out_dir=runs_dir)
     assert str(bad) in str(raised.value)
     assert list(runs_dir.iterdir()) == []
+
+
+def test_gzipped_vegeta_and_gatling_files(runs_dir: Path, tmp_path: Path) -> None:
+    import gzip
+
+    for source in (VEGETA, GATLING[1]):
+        packed = tmp_path / f"{source.name}.gz"
+        packed.write_bytes(gzip.compress(source.read_bytes()))
+        run = import_files([packed], label="gz", out_dir=runs_dir)
+        plain = import_files([source], label="plain", out_dir=runs_dir)
+        assert pl.read_parquet(run.path / run.stages[0]["requests_file"]).equals(
+            pl.read_parquet(plain.path / plain.stages[0]["requests_file"]))
+    packed = tmp_path / "binary.log.gz"
+    packed.write_bytes(gzip.compress(GATLING_BINARY.read_bytes()))
+    with pytest.raises(ImportFormatError, match="binary simulation.log of Gatling 3.14.3"):
+        import_files([packed], label="x", out_dir=runs_dir)
