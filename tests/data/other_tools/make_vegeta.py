@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.helpers import tiny_server  # noqa: E402
 
-RATE_S, TIMEOUT = "3s", "300ms"
+DURATION, TIMEOUT = "3s", "300ms"
 
 
 def main(out: str, rate: str, program: str | None = None) -> None:
@@ -22,12 +22,12 @@ def main(out: str, rate: str, program: str | None = None) -> None:
         urls = [f"{fast}/vegeta"] * 4 + ["http://127.0.0.1:9/closed", f"{slow}/slow"]
         with open(out, "wb") as sink:
             if program:
-                subprocess.run([program, rate, RATE_S, TIMEOUT, *urls], stdout=sink,
+                subprocess.run([program, rate, DURATION, TIMEOUT, *urls], stdout=sink,
                                check=True, timeout=30)
             else:
                 targets = "".join(f"GET {u}\n" for u in urls).encode()
                 attack = subprocess.run(
-                    ["vegeta", "attack", f"-rate={rate}/s", f"-duration={RATE_S}",
+                    ["vegeta", "attack", f"-rate={rate}/s", f"-duration={DURATION}",
                      f"-timeout={TIMEOUT}", "-name=loadproof-sample"], input=targets,
                     capture_output=True, check=True, timeout=30)
                 subprocess.run(["vegeta", "encode", "--to", "csv"], input=attack.stdout,
