@@ -292,6 +292,8 @@ def latency_over_time(comparison: Comparison) -> Chart:
     parts = []
     for role, run, frame in frames:
         name = _arm_name(role, run.label)
+        if not frame.empty and not run.usable_stages():  # a tool's own timeline (Locust)
+            name += " (Locust's p95 of recent requests, failures included, not per second)"
         if frame.empty:
             parts.append(f"{name} no successful answers")
         else:

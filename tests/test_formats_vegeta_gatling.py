@@ -237,6 +237,10 @@ def test_locust_history_is_stored_as_the_runs_timeline(runs_dir: Path) -> None:
     drawn = _over_time(loaded, "run")
     assert list(drawn["p95_ms"]) == [float(r["95%"]) for r in rows if r["95%"] != "N/A"]
     assert "Locust" in drawn["arm"].iloc[0]
+    from loadproof.charts import latency_over_time
+
+    assert "Locust's p95 of recent requests" in latency_over_time(
+        compare_runs(loaded, loaded)).alt
 
 
 def test_locust_stats_alone_has_no_timeline(runs_dir: Path) -> None:
