@@ -338,11 +338,13 @@ def _stage_records(parquet: Path, dir_name: str, repeat: int,
 def import_shards(files: list[Path | str], *, label: str,
                   out_dir: Path | str = DEFAULT_RUNS_DIR) -> Run:
     """``import --shards``: raw outputs (k6 CSV or JSON lines, gzipped or not) of the same
-    stage from several k6 generators become one stage: the union of their requests with a
-    ``shard`` column (the file's position, from 0), each file's provenance under the stage's
-    ``shards``, and a warning in the manifest when the files' time windows do not all overlap
-    (clock skew between the generators, or files of different tests)."""
-    from .shards import merge_parts, window_overlap
+    stage(s) from several k6 generators. The files holding a stage (by loadproof's ``stage``
+    tag, else ``imported``) are its shards: the stage is the union of their requests, with a
+    ``shard`` column (the file's position among them, from 0) and each file's provenance under
+    the stage's ``shards``. A warning goes in the manifest when a stage's files' time windows
+    do not all overlap (clock skew between the generators, or files of different tests), or
+    when stages have different numbers of files (one missing?)."""
+    from .shards import window_overlap
 
     paths = [Path(f) for f in files]
     if len(paths) < 2:
@@ -360,7 +362,7 @@ def import_shards(files: list[Path | str], *, label: str,
     run_id, run_path = create_run_dir(Path(out_dir), label)
     dir_name = "r1-shards"
     stage_dir = run_path / "stages" / dir_name
-    parts: list[tuple[int, Path]] = []
+    parts: list[Path] = []
     per_file: list[dict[str, tuple[float, float]]] = []
     entries: list[dict[str, Any]] = []
     resolutions: list[float] = []
@@ -368,38 +370,45 @@ def import_shards(files: list[Path | str], *, label: str,
         stage_dir.mkdir(parents=True)
         with tempfile.TemporaryDirectory() as scratch:
             for index, (path, kind) in enumerate(kinds):
-                part = Path(scratch) / f"shard-{index}.parquet"
+                part = Path(scratch) / f"file-{index}.parquet"
                 windows: dict[str, tuple[float, float]] = {}
                 if kind == "csv":
                     own = Path(scratch) / str(index)  # files of the same name (raw.csv.gz)
                     own.mkdir()
                     plain = decompress_to(path, own)
                     unit = csv_time_unit(plain)
-                    rows = csv_to_parquet(plain, part, stage=None, repeat=1, time_unit=unit)
+                    csv_to_parquet(plain, part, stage=None, repeat=1, time_unit=unit)
                     windows = csv_windows(plain, stage=None, time_unit=unit)
                     resolutions.append(TIME_RESOLUTION_S[unit])
                 else:
-                    rows = ndjson_to_parquet(path, part, repeat=1, windows=windows)
+                    ndjson_to_parquet(path, part, repeat=1, windows=windows)
                     resolutions.append(TIME_RESOLUTION_S["us"])
-                parts.append((index, part))
+                parts.append(part)
                 per_file.append(windows)
                 counts = dict(pl.scan_parquet(part).group_by("stage").agg(pl.len())
                               .collect().iter_rows())
-                entries.append({"shard": index, "file": str(path.resolve()), "kind": kind,
-                                "sha256": _sha256(path), "requests": rows,
+                entries.append({"file": str(path.resolve()), "kind": kind,
+                                "sha256": _sha256(path),
                                 "stages": {str(k): int(v) for k, v in counts.items()}})
-            stage_sets = [set(e["stages"]) for e in entries]
-            if any(s != stage_sets[0] for s in stage_sets):
-                shown = "; ".join(f"{e['file']}: {', '.join(sorted(e['stages'])) or 'none'}"
-                                  for e in entries)
-                raise ImportFormatError(
-                    f"import --shards: the files are not shards of the same stage(s) (stages "
-                    f"by file: {shown}); import them separately", path=paths[0])
-            merge_parts(parts, stage_dir / "requests.parquet")
+            # each stage's shards: the files holding it, numbered in the order given
+            holders: dict[str, list[int]] = {}
+            for index, entry in enumerate(entries):
+                for key in entry["stages"]:
+                    holders.setdefault(key, []).append(index)
+            frames = []
+            for index, part in enumerate(parts):
+                numbering = {key: files.index(index) for key, files in holders.items()
+                             if index in files}
+                frames.append(pl.scan_parquet(part).with_columns(
+                    pl.col("stage").replace_strict(numbering, return_dtype=pl.Int32)
+                    .alias("shard")))
+            if frames:
+                sink_atomically(pl.concat(frames, how="vertical"),
+                                stage_dir / "requests.parquet")
     except BaseException:
         shutil.rmtree(run_path, ignore_errors=True)
         raise
-    if not any(e["requests"] for e in entries):
+    if not any(entry["stages"] for entry in entries):
         shutil.rmtree(run_path, ignore_errors=True)
         raise ImportFormatError("import --shards: the files hold no requests (for k6: no "
                                 "http_req_duration samples outside a warm-up)", path=paths[0])
@@ -415,17 +424,18 @@ def import_shards(files: list[Path | str], *, label: str,
         key = record["key"]
         shard_list = []
         spans = []
-        for entry, windows in zip(entries, per_file, strict=True):
-            window = windows.get(key)
+        for shard, index in enumerate(holders[key]):
+            window = per_file[index].get(key)
             begin = dt.datetime.fromtimestamp(window[0], dt.UTC) if window else None
             finish = dt.datetime.fromtimestamp(window[1], dt.UTC) if window else None
             if begin is not None and finish is not None:
                 spans.append((begin, finish))
-            shard_list.append({**{k: v for k, v in entry.items() if k != "stages"},
-                               "requests": entry["stages"].get(key, 0),
+            entry = entries[index]
+            shard_list.append({"shard": shard, "file": entry["file"], "kind": entry["kind"],
+                               "sha256": entry["sha256"], "requests": entry["stages"][key],
                                "window_start": iso(begin) if begin else None,
                                "window_end": iso(finish) if finish else None})
-        record["generators"] = len(entries)
+        record["generators"] = len(shard_list)
         record["shards"] = shard_list
         overlap = window_overlap(spans)
         record["shards_overlap_s"] = round(overlap, 6)
@@ -435,8 +445,13 @@ def import_shards(files: list[Path | str], *, label: str,
             warnings.append(f"stage {key}: the shards' time windows do not overlap ({shown}); "
                             "the generators' clocks disagree or the files come from different "
                             "tests, and the stage's rates divide by the union of the windows")
+    sizes = {record["key"]: record["generators"] for record in stages}
+    if len(set(sizes.values())) > 1:
+        warnings.append("the stages have different numbers of shard files ("
+                        + ", ".join(f"{k}: {n}" for k, n in sizes.items())
+                        + "); is a generator's file missing?")
     manifest = _manifest(run_id, label, kinds, stages, reason=None)
-    manifest["generators"] = len(entries)
+    manifest["generators"] = max(sizes.values())
     manifest["warnings"] = warnings
     run = Run(run_path, manifest)
     run.save()

@@ -119,7 +119,8 @@ def stage_manifests(settings: K8sSettings, stage: Stage) -> list[dict[str, Any]]
             "parallelism": settings.generators,
             "script": {"configMap": {"name": name, "file": entry}},
             "arguments": arguments,
-            "initializer": {"env": env},  # the initializer evaluates the same options
+            # the initializer evaluates the same options
+            "initializer": {"env": [dict(item) for item in env]},
             "runner": {
                 "env": env,
                 "volumes": [{"name": "results",
@@ -152,6 +153,21 @@ def shared_manifests(settings: K8sSettings) -> dict[str, list[dict[str, Any]]]:
                         "volumes": [{"name": "results",
                                      "persistentVolumeClaim": {"claimName": settings.pvc}}]}}
     return {"pvc.yaml": [pvc], "collect-pod.yaml": [collect]}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Scripts as literal blocks, readable in the ConfigMap; no anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _text(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _text)
 
 
 @cache
@@ -208,7 +224,7 @@ def render(settings: K8sSettings, out_dir: Path) -> list[Path]:
     for file_name, manifests in documents.items():
         path = out_dir / file_name
         tmp = path.with_name(f".{file_name}.tmp")
-        tmp.write_text(yaml.safe_dump_all(manifests, sort_keys=False, width=100))
+        tmp.write_text(yaml.dump_all(manifests, Dumper=_Dumper, sort_keys=False, width=100))
         tmp.replace(path)
         written.append(path)
     return written
@@ -217,17 +233,14 @@ def render(settings: K8sSettings, out_dir: Path) -> list[Path]:
 def next_steps(settings: K8sSettings, written: list[Path]) -> str:
     """What to run after rendering: apply, wait, collect, import."""
     stages = [p for p in written if p.name not in ("pvc.yaml", "collect-pod.yaml")]
-    first = settings.plan.stages[0]
-    name = f"{settings.prefix}-{first.key}"
     ns = f" -n {settings.namespace}" if settings.namespace else ""
-    return "\n".join([
-        f"kubectl apply{ns} -f {written[-2]}   # the results claim (skip if you have one)",
-        *(f"kubectl apply{ns} -f {p}" for p in stages[:1]),
-        f"kubectl wait{ns} --for=jsonpath='{{.status.stage}}'=finished testrun/{name} "
-        "--timeout=30m",
-        f"kubectl apply{ns} -f {written[-1]}",
-        f"kubectl cp{ns} {settings.prefix}-collect:{RESULTS_MOUNT}/{name} collected/{name}",
-        f"loadproof import --shards collected/{name}/*/raw.csv --label LABEL",
-        f"(then the same for the other {len(stages) - 1} stage file(s), one stage at a time)"
-        if len(stages) > 1 else "",
-    ]).rstrip()
+    lines = [f"kubectl apply{ns} -f {written[-2]}   # the results claim (skip if you have one)"]
+    for path, stage in zip(stages, settings.plan.stages, strict=True):
+        name = f"{settings.prefix}-{stage.key}"
+        lines += [f"kubectl apply{ns} -f {path}",
+                  f"kubectl wait{ns} --for=jsonpath='{{.status.stage}}'=finished "
+                  f"testrun/{name} --timeout=30m"]
+    lines += [f"kubectl apply{ns} -f {written[-1]}",
+              f"kubectl cp{ns} {settings.prefix}-collect:{RESULTS_MOUNT} collected",
+              "loadproof import --shards collected/*/*/raw.csv --label LABEL"]
+    return "\n".join(lines)

@@ -13,9 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -33,45 +30,11 @@ from loadproof.plan import make_plan
 from loadproof.progress import Progress
 from loadproof.store import load_run
 
+from bench.generators import counting_server
+
 QUIET = Progress(quiet=True)
 REFERENCE_CRD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "k6-operator" \
     / "k6.io_testruns.yaml"
-
-
-@contextmanager
-def counting_server(delay_s: float = 0.0) -> Iterator[tuple[str, list[int]]]:
-    """An HTTP server on 127.0.0.1 that counts the requests k6 sent it (its user agent: the
-    runner's preflight check is not load); yields its URL and the one-element count."""
-    count = [0]
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802
-            if delay_s:
-                time.sleep(delay_s)
-            body = b"ok"
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            if "k6" in (self.headers.get("user-agent") or ""):
-                with lock:
-                    count[0] += 1
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", count
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def durations_from_raw(paths: list[Path]) -> list[float]:
@@ -133,6 +96,17 @@ def test_worst_shard_decides_and_a_failed_shard_keeps_the_others() -> None:
     nothing = {**record, "status": "failed", "requests": 0}
     shards.settle_status(nothing)
     assert nothing["status"] == "failed"
+
+
+def test_pipeline_sessions_take_the_experiments_generators(tmp_path: Path) -> None:
+    from loadproof.pipeline import _sessions
+
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text("title: t\narms:\n  a: {target: 'http://127.0.0.1:1'}\n"
+                          "  b: {target: 'http://127.0.0.1:2'}\nstages: [5]\ngenerators: 2\n")
+    loaded = load_experiment(experiment)
+    sessions = _sessions(loaded, loaded.plan, "quick", "", tmp_path, QUIET)
+    assert [s.generators for s in sessions] == [2, 2]
 
 
 def test_generators_flag_and_experiment_key_are_checked(tmp_path: Path) -> None:
@@ -337,30 +311,36 @@ def test_ctrl_c_stops_every_generator(runs_dir: Path) -> None:
 def test_import_shards_merges_raw_files_and_warns_on_disjoint_windows(
         runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with counting_server() as (url, served):
-        run = run_stages(make_plan("40", model="rate", stage_duration="2s"), label="src",
+        run = run_stages(make_plan("30,50", model="rate", stage_duration="2s"), label="src",
                          target=url, script="quick", out_dir=runs_dir, progress=QUIET,
                          generators=2, keep_raw=True)
         answered = served[0]
-    raws = [run.path / p for p in run.stages[0]["raw_files"]]
-    zipped = tmp_path / "raw.csv.gz"  # one gzipped, one plain; same base name
-    zipped.write_bytes(gzip.compress(raws[1].read_bytes()))
+    raws = [[run.path / p for p in stage["raw_files"]] for stage in run.stages]
+    zipped = tmp_path / "raw.csv.gz"  # gzipped, and of the same base name as the others
+    zipped.write_bytes(gzip.compress(raws[1][1].read_bytes()))
     out = tmp_path / "imported"
-    code = main(["import", "--shards", str(raws[0]), str(zipped), "--label", "merged",
-                 "--out", str(out)])
-    assert code == 0
+    files = [raws[0][0], raws[0][1], raws[1][0], zipped]
+    assert main(["import", "--shards", *map(str, files), "--label", "merged",
+                 "--out", str(out)]) == 0
     merged = load_run(next(out.iterdir()))
-    record = merged.stages[0]
-    assert record["key"] == "s1-40rps" and record["requests"] == answered
-    assert [s["shard"] for s in record["shards"]] == [0, 1]
-    assert record["shards"][1]["file"] == str(zipped.resolve())
-    assert record["shards"][0]["sha256"] and record["shards_overlap_s"] > 0
+    assert [s["key"] for s in merged.stages] == ["s1-30rps", "s2-50rps"]
+    assert sum(s["requests"] for s in merged.stages) == answered
+    for record, original in zip(merged.stages, run.stages, strict=True):
+        assert record["requests"] == original["requests"]
+        assert [s["shard"] for s in record["shards"]] == [0, 1]
+        assert record["shards"][0]["sha256"] and record["shards_overlap_s"] > 0
+    assert merged.stages[1]["shards"][1]["file"] == str(zipped.resolve())
     assert not merged.manifest["warnings"]
-    p95 = stage_metrics(merged)[0].latency_all.p95_ms
-    assert p95 == pytest.approx(nearest_rank(durations_from_raw(raws), 0.95), abs=1e-9)
-    assert p95 == stage_metrics(run)[0].latency_all.p95_ms
+    frame = read_requests(merged)
+    assert frame.height == answered
+    for got, want, files_of in zip(stage_metrics(merged), stage_metrics(run), raws,
+                                   strict=True):
+        assert got.latency_all.p95_ms == want.latency_all.p95_ms
+        assert got.latency_all.p95_ms == pytest.approx(
+            nearest_rank(durations_from_raw(files_of), 0.95), abs=1e-9)
     # the second generator's clock an hour ahead: the windows no longer overlap
     shifted = tmp_path / "shifted.csv"
-    with open(raws[1], newline="") as src, open(shifted, "w", newline="") as dst:
+    with open(raws[0][1], newline="") as src, open(shifted, "w", newline="") as dst:
         reader, writer = csv.reader(src), csv.writer(dst)
         header = next(reader)
         writer.writerow(header)
@@ -369,14 +349,16 @@ def test_import_shards_merges_raw_files_and_warns_on_disjoint_windows(
             row[at] = str(int(row[at]) + 3_600_000_000)
             writer.writerow(row)
     capsys.readouterr()
-    assert main(["import", "--shards", str(raws[0]), str(shifted), "--label", "skew",
+    assert main(["import", "--shards", str(raws[0][0]), str(shifted), "--label", "skew",
                  "--out", str(out)]) == 0
     assert "do not overlap" in capsys.readouterr().err
     with pytest.raises(UsageError, match="at least two"):
-        import_shards([raws[0]], label="one", out_dir=out)
+        import_shards([raws[0][0]], label="one", out_dir=out)
     with pytest.raises(ImportFormatError, match="raw outputs"):
-        import_shards([raws[0], run.path / run.stages[0]["shards"][0]["summary_file"]],
+        import_shards([raws[0][0], run.path / run.stages[0]["shards"][0]["summary_file"]],
                       label="bad", out_dir=out)
+    assert main(["import", "--shards", str(raws[0][0]), str(raws[0][1]), "--stages", "30",
+                 "--label", "x", "--out", str(out)]) == 2
 
 
 @pytest.mark.slow
@@ -391,3 +373,88 @@ def test_shipped_library_splits_vus_by_the_generators(tmp_path: Path) -> None:
                          env=env, timeout=60, check=True)
     main_ = json.loads(out.stdout)["scenarios"]["main"]
     assert main_["preAllocatedVUs"] == 27 and main_["maxVUs"] == 102
+
+
+def test_early_stop_counts_every_generators_csv(tmp_path: Path) -> None:
+    from loadproof.capacity import EarlyStop, TrialStage, make_settings
+
+    from tests.test_capacity import HEADER, csv_rows
+
+    settings = make_settings(slo_p95_ms=100, slo_success=0.99, min_rate=10, max_rate=1000,
+                             trial_duration="10s", warmup="0s", cooldown="0s", budget="1h")
+    raws = [tmp_path / "0.csv", tmp_path / "1.csv"]
+    stop = EarlyStop(raws, settings, TrialStage(1, 100, "rate", 10.0, 0.0))
+    # each generator alone has 35 slow requests (under 5% of the ~1,200 projected);
+    # together 70, more than the trial's p95 allows
+    for raw in raws:
+        raw.write_text(HEADER + csv_rows(65, ms=10.0) + csv_rows(
+            35, ms=900.0, start_us=1_700_000_001_000_000))
+    why = stop(2.0)
+    assert stop.requests == 200 and stop.slow == 70
+    assert why is not None and "p95 cannot meet" in why
+
+
+@pytest.mark.slow
+def test_capacity_search_with_two_generators(runs_dir: Path) -> None:
+    from loadproof.capacity import make_settings, run_capacity_search
+
+    settings = make_settings(slo_p95_ms=500, slo_success=0.99, min_rate=40, max_rate=80,
+                             trial_duration="1s", warmup="0s", cooldown="0s", budget="2m",
+                             confirm=0)
+    with counting_server() as (url, served):
+        result = run_capacity_search(settings, label="cap", target=url, out_dir=runs_dir,
+                                     progress=QUIET, generators=2)
+        answered = served[0]
+    run = load_run(result.path)
+    assert run.manifest["generators"] == 2
+    assert all(len(s["shards"]) == 2 for s in run.stages)
+    assert sum(s["requests"] for s in run.stages) == answered
+    assert [t.reason for t in result.trials if not t.passed] == []
+    assert result.capacity == 80 and result.limited_by == "max-rate"
+
+
+@pytest.mark.slow
+def test_rendered_manifests_run_as_the_operator_would_and_import_as_one_stage(
+        tmp_path: Path) -> None:
+    """What k6-operator does with a rendered TestRun, done locally: the ConfigMap's files in
+    the script folder, the runner env and arguments, one k6 per runner with its execution
+    segment, each writing to its own folder; then import --shards of those files."""
+    import shlex
+
+    from loadproof.k6bin import find_k6
+
+    with counting_server() as (url, served):
+        settings = K8sSettings(target=url, plan=make_plan("40", model="rate",
+                                                          stage_duration="2s"), generators=2)
+        render(settings, tmp_path / "k8s")
+        config_map, test_run = yaml.safe_load_all((tmp_path / "k8s" / "s1-40rps.yaml")
+                                                  .read_text())
+        script_dir = tmp_path / "test"
+        script_dir.mkdir()
+        for name, text in config_map["data"].items():
+            (script_dir / name).write_text(text)
+        spec = test_run["spec"]
+        procs = []
+        for runner in range(spec["parallelism"]):
+            results = tmp_path / "results" / f"pod-{runner}"
+            results.mkdir(parents=True)
+            env = {e["name"]: e["value"].replace("/results", str(results))
+                   for e in spec["runner"]["env"] if "value" in e}
+            args = [a.replace("/results", str(results))
+                    for a in shlex.split(spec["arguments"])]
+            procs.append(subprocess.Popen(
+                [str(find_k6()), "run", "--quiet", *args,
+                 *shards.segment_args(runner, spec["parallelism"]),
+                 str(script_dir / spec["script"]["configMap"]["file"])],
+                env={**os.environ, **env}, cwd=script_dir, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        for proc in procs:
+            assert proc.wait(timeout=60) == 0
+        answered = served[0]
+    raws = sorted((tmp_path / "results").glob("*/raw.csv"))
+    assert len(raws) == 2 and all((p.parent / "summary.json").is_file() for p in raws)
+    run = import_shards(raws, label="k8s", out_dir=tmp_path / "runs")
+    record = run.stages[0]
+    assert record["key"] == "s1-40rps" and record["level"] == 40
+    assert record["requests"] == answered and len(record["shards"]) == 2
+    assert all(s["requests"] > 0 for s in record["shards"])
