@@ -179,6 +179,8 @@ def drive(session: RunSession, cmd: list[str], env: Mapping[str, str], stage_dir
                                           env=shard_env, cwd=shard.dir,
                                           start_new_session=True))
             shard.started_at = iso(utcnow())
+        session.progress.line(f"{title}: {count} k6 generators, execution segments "
+                              + ", ".join(s.segment for s in shards))
         started = time.monotonic()
         while any(p.poll() is None for p in procs):
             time.sleep(1.0)
