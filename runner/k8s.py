@@ -176,6 +176,15 @@ def testrun_schema() -> dict[str, Any]:
     return data
 
 
+@cache
+def _testrun_validator() -> Any:
+    """One validator for every TestRun (checking the 230 KB schema itself each time cost
+    seconds; tests check it once)."""
+    import jsonschema
+
+    return jsonschema.Draft7Validator(testrun_schema())
+
+
 def validate(manifest: dict[str, Any]) -> None:
     """Refuse a manifest Kubernetes or k6-operator would refuse: TestRuns against the CRD's
     schema, ConfigMaps by their names, keys and size."""
@@ -186,11 +195,10 @@ def validate(manifest: dict[str, Any]) -> None:
     if not _DNS_LABEL.match(name) or len(name) > 63:
         raise ManifestError(f"{kind} {name!r}: not a valid Kubernetes name")
     if kind == "TestRun":
-        try:
-            jsonschema.validate(manifest, testrun_schema())
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path) or "(top)"
-            raise ManifestError(f"TestRun {name}: {where}: {exc.message} (k6-operator's "
+        error = jsonschema.exceptions.best_match(_testrun_validator().iter_errors(manifest))
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "(top)"
+            raise ManifestError(f"TestRun {name}: {where}: {error.message} (k6-operator's "
                                 f"schema, {SCHEMA_PATH.name})") from None
     elif kind == "ConfigMap":
         data = manifest.get("data") or {}

@@ -99,14 +99,17 @@ def test_worst_shard_decides_and_a_failed_shard_keeps_the_others() -> None:
 
 
 def test_pipeline_sessions_take_the_experiments_generators(tmp_path: Path) -> None:
-    from loadproof.pipeline import _sessions
+    from loadproof.pipeline import _searches, _sessions
 
     experiment = tmp_path / "e.yaml"
     experiment.write_text("title: t\narms:\n  a: {target: 'http://127.0.0.1:1'}\n"
-                          "  b: {target: 'http://127.0.0.1:2'}\nstages: [5]\ngenerators: 2\n")
+                          "  b: {target: 'http://127.0.0.1:2'}\nstages: [5]\ngenerators: 2\n"
+                          "capacity: {min_rate: 10, max_rate: 20}\n")
     loaded = load_experiment(experiment)
     sessions = _sessions(loaded, loaded.plan, "quick", "", tmp_path, QUIET)
-    assert [s.generators for s in sessions] == [2, 2]
+    assert [s.generators for s in sessions] == [2, 2]  # type: ignore[attr-defined]
+    searches = _searches(loaded, tmp_path, QUIET)
+    assert [s.session.generators for s in searches] == [2, 2]  # type: ignore[attr-defined]
 
 
 def test_generators_flag_and_experiment_key_are_checked(tmp_path: Path) -> None:
@@ -196,6 +199,14 @@ def test_cli_k8s_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "import --shards" in err and "kubectl apply" in err
     assert main(["k8s", "render", "--target", "http://svc:8000", "--stages", "50",
                  "--generators", "0", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_shipped_schema_is_a_valid_json_schema() -> None:
+    import jsonschema
+    from loadproof.k8s import testrun_schema
+
+    jsonschema.Draft7Validator.check_schema(testrun_schema())
+    assert "e2c9571a" in testrun_schema()["$comment"]  # its source is named
 
 
 @pytest.mark.skipif(not REFERENCE_CRD.is_file(), reason="the reference CRD is not here")
