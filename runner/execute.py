@@ -201,6 +201,7 @@ class RunSession:
     def open(self) -> Run:
         if (self.target is None) == (self.profile is None):
             raise UsageError("give exactly one of --target URL or --profile NAME")
+        shards.check_generators(self.generators)
         if self.plan_mode not in PLAN_MODES:
             raise UsageError(f"--plan {self.plan_mode!r}: use stages (loadproof drives the "
                              "load), script (the script does) or auto")
@@ -211,7 +212,6 @@ class RunSession:
         self._k6 = k6
         self._script_path = script_path
         self._choose_mode()
-        shards.check_generators(self.generators)
         if self.generators > 1 and self.script_driven:
             raise UsageError("--generators splits loadproof's stages over several k6 "
                              "processes; a script-driven run (--plan script) is not split: "

@@ -386,6 +386,22 @@ def test_shipped_library_splits_vus_by_the_generators(tmp_path: Path) -> None:
     assert main_["preAllocatedVUs"] == 27 and main_["maxVUs"] == 102
 
 
+def test_cpu_of_every_generator_process_is_counted_as_k6() -> None:
+    """The stage's conditions count k6 as the runner's reaped children, and the sampler
+    follows all its live ones: two processes started as the shards are (sessions of their
+    own) are both counted."""
+    from loadproof.conditions import CpuWatch
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    watch = CpuWatch({"target": None}).start()
+    procs = [subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
+             for _ in range(2)]
+    for proc in procs:
+        proc.wait(timeout=60)
+    cpu = watch.stop()
+    assert cpu["k6_cpu_cores"] * cpu["window_s"] >= 2 * 0.6
+
+
 def test_early_stop_counts_every_generators_csv(tmp_path: Path) -> None:
     from loadproof.capacity import EarlyStop, TrialStage, make_settings
 
