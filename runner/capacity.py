@@ -319,38 +319,48 @@ class EarlyStop:
     already failed, or more successful ones were slower than the SLO's p95, than the SLO allows
     over the trial's projected request count (with EARLY_STOP_MARGIN headroom)."""
 
-    def __init__(self, raw_csv: Path, settings: SearchSettings, stage: Stage) -> None:
-        self.raw_csv = raw_csv
+    def __init__(self, raw_csv: Path | list[Path], settings: SearchSettings,
+                 stage: Stage) -> None:
+        # one raw CSV per k6 generator (several with --generators): counted together
+        self.raw_csvs = [raw_csv] if isinstance(raw_csv, Path) else list(raw_csv)
         self.settings = settings
         self.stage = stage
-        self.offset = 0
-        self.partial = b""
+        self.offsets = [0] * len(self.raw_csvs)
+        self.partials = [b""] * len(self.raw_csvs)
+        self.headers: list[dict[str, int] | None] = [None] * len(self.raw_csvs)
         self.columns: dict[str, int] | None = None
         self.requests = self.iterations = self.bad = self.slow = 0
         self.first_us: int | None = None
         self.last_us: int | None = None
 
     def _read(self) -> None:
+        for number in range(len(self.raw_csvs)):
+            self._read_one(number)
+
+    def _read_one(self, number: int) -> None:
         try:
-            with open(self.raw_csv, "rb") as handle:
-                handle.seek(self.offset)
+            with open(self.raw_csvs[number], "rb") as handle:
+                handle.seek(self.offsets[number])
                 chunk = handle.read()
         except FileNotFoundError:
             return
-        self.offset += len(chunk)
-        data = self.partial + chunk
+        self.offsets[number] += len(chunk)
+        data = self.partials[number] + chunk
         cut = data.rfind(b"\n") + 1
-        self.partial, data = data[cut:], data[:cut]
+        self.partials[number], data = data[cut:], data[:cut]
         lines = data.decode(errors="replace").splitlines()
-        if self.columns is None and lines:
-            self.columns = {name: i for i, name in enumerate(next(csv.reader([lines[0]])))}
+        if self.headers[number] is None and lines:
+            self.headers[number] = {name: i for i, name in
+                                    enumerate(next(csv.reader([lines[0]])))}
+            self.columns = self.columns or self.headers[number]
             lines = lines[1:]
-        if self.columns is None:
+        if self.headers[number] is None:
             return
         wanted = [line for line in lines if line.startswith(("http_req_duration,", "iterations,"))]
         if not wanted:
             return
-        col = self.columns
+        col = self.headers[number]
+        assert col is not None
         for row in csv.reader(io.StringIO("\n".join(wanted))):
             if len(row) < len(col) or row[col["scenario"]] == "warmup":
                 continue
@@ -443,9 +453,13 @@ class _TrialRunner:
         number += self.offset
         stage = TrialStage(number, level, self.settings.model, self.settings.trial_duration_s,
                            self.settings.warmup_s)
-        # the runner keeps each stage's k6 CSV at stages/r<repeat>-<key>/raw.csv
-        watch = EarlyStop(run.path / "stages" / f"r1-{stage.key}" / "raw.csv", self.settings,
-                          stage)
+        # the runner keeps each stage's k6 CSV at stages/r<repeat>-<key>/raw.csv, or one per
+        # generator at stages/r<repeat>-<key>/shards/<i>/raw.csv
+        stage_dir = run.path / "stages" / f"r1-{stage.key}"
+        count = self.session.generators
+        raws = ([stage_dir / "shards" / str(i) / "raw.csv" for i in range(count)]
+                if count > 1 else [stage_dir / "raw.csv"])
+        watch = EarlyStop(raws, self.settings, stage)
         record = self.session.run_stage(stage, 1, watch)
         run.manifest["plan"]["levels"] = [s["level"] for s in run.stages]
         if record.get("status") != "complete" or not record.get("requests_file"):
@@ -501,7 +515,8 @@ class CapacitySearchSession:
     def __init__(self, settings: SearchSettings, *, label: str, target: str | None = None,
                  profile: str | None = None, script: str | None = None,
                  out_dir: Path | str = DEFAULT_RUNS_DIR, progress: Progress | None = None,
-                 service_overrides: dict[str, Any] | None = None) -> None:
+                 service_overrides: dict[str, Any] | None = None,
+                 generators: int = 1) -> None:
         self.settings = settings
         self.progress = progress or Progress()
         script = script or ("submit" if profile is not None else "quick")
@@ -509,7 +524,8 @@ class CapacitySearchSession:
                          duration_s=settings.trial_duration_s, warmup_s=settings.warmup_s)
         self.session = RunSession(plan=plan, label=label, target=target, profile=profile,
                                   script=script, out_dir=Path(out_dir), progress=self.progress,
-                                  service_overrides=dict(service_overrides or {}))
+                                  service_overrides=dict(service_overrides or {}),
+                                  generators=generators)
         self.results: list[SearchResult] = []
 
     @property
@@ -593,12 +609,13 @@ def envelope(searches: list[dict[str, Any]]) -> dict[str, Any]:
 def run_capacity_search(settings: SearchSettings, *, label: str, target: str | None = None,
                         profile: str | None = None, script: str | None = None,
                         out_dir: Path | str = DEFAULT_RUNS_DIR,
-                        progress: Progress | None = None) -> SearchResult:
+                        progress: Progress | None = None, generators: int = 1) -> SearchResult:
     """Search the capacity of a target URL or a reference-service profile as one stored run.
 
     Ctrl-C keeps the finished trials (and the search so far) and raises Interrupted."""
     searching = CapacitySearchSession(settings, label=label, target=target, profile=profile,
-                                      script=script, out_dir=out_dir, progress=progress)
+                                      script=script, out_dir=out_dir, progress=progress,
+                                      generators=generators)
     run = searching.open()
     try:
         result = searching.search_once()

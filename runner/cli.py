@@ -54,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                      script=args.script, out_dir=args.out, keep_raw=args.keep_raw,
                      service_overrides=overrides, plan_mode=args.plan,
                      stages_given=args.stages is not None,
-                     override_script_options=args.override_script_options)
+                     override_script_options=args.override_script_options,
+                     generators=args.generators)
     print(run.path)
     return 0 if run.status == "complete" else 1
 
@@ -70,7 +71,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                              warmup=args.warmup, cooldown=args.cooldown, confirm=args.confirm,
                              budget=args.budget)
     result = run_capacity_search(settings, label=args.label, target=args.target,
-                                 profile=args.profile, script=args.script, out_dir=args.out)
+                                 profile=args.profile, script=args.script, out_dir=args.out,
+                                 generators=args.generators)
     print(json.dumps(result.to_dict(), indent=2) if args.format == "json"
           else render_text(result))
     return 0
@@ -88,6 +90,17 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not levels or min(levels) < 1:
             raise UsageError(f"--stages {args.stages!r}: give positive whole numbers, one per "
                              "file, e.g. --stages 10,50,100")
+    if args.shards:
+        from .importer import import_shards
+
+        if levels is not None or args.stage_by is not None:
+            raise UsageError("--shards merges the files into one stage: it takes neither "
+                             "--stages nor --stage-by")
+        run = import_shards(args.files, label=args.label, out_dir=args.out)
+        for warning in run.manifest.get("warnings") or []:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(run.path)
+        return 0
     run = import_files(args.files, label=args.label, out_dir=args.out, levels=levels,
                        stage_by=args.stage_by)
     print(run.path)
@@ -205,6 +218,22 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_render(args: argparse.Namespace) -> int:
+    from .k8s import K8sSettings, next_steps, render
+    from .plan import make_plan
+
+    plan = make_plan(args.stages, model=args.model, stage_duration=args.stage_duration,
+                     warmup=args.warmup)
+    settings = K8sSettings(target=args.target, plan=plan, generators=args.generators,
+                           script=args.script, pvc=args.pvc, prefix=args.name,
+                           namespace=args.namespace)
+    written = render(settings, Path(args.out))
+    print(next_steps(settings, written), file=sys.stderr)
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_site(args: argparse.Namespace) -> int:
     from .site import build_site
 
@@ -237,6 +266,12 @@ def _add_achievement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reports-dir", default=None,
                         help="where feed.json lives (default reports; for report with --out "
                              "DIR, DIR)")
+
+
+def _add_generators_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--generators", type=int, default=1, metavar="N",
+                        help="split each stage over N k6 processes (execution segments), "
+                             "started together; figures come from all their requests")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let loadproof's stages replace your script's own stages, scenarios, "
                           "vus, duration or iterations (refused otherwise)")
     run.add_argument("--keep-raw", action="store_true", help="keep k6's raw CSV per stage")
+    _add_generators_arg(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one setting of the reference service's profile "
                           "(with --profile), e.g. --set pool_pre_ping=false")
@@ -309,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "journey, or a path to your k6 script")
     cap.add_argument("--out", default="data/runs", help="run store folder")
     cap.add_argument("--format", choices=["text", "json"], default="text")
+    _add_generators_arg(cap)
     cap.set_defaults(func=cmd_capacity)
 
     imp = sub.add_parser("import", help="store existing outputs of k6, JMeter, hey, vegeta, "
@@ -322,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--stage-by", default=None, choices=["allThreads", "grpThreads"],
                      help="JMeter JTL: one stage per plateau of active threads (each level's "
                           "longest unbroken run of samples); each file a repeat")
+    imp.add_argument("--shards", action="store_true",
+                     help="the files are raw outputs of the same stage from several k6 "
+                          "generators: merge them into one stage with a shard column")
     imp.set_defaults(func=cmd_import)
 
     runs = sub.add_parser("runs", help="list the stored runs, newest first, with any problem")
@@ -364,6 +404,29 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--reports-dir", default="reports")
     pipe.add_argument("--out", default="data/runs", help="run store folder")
     pipe.set_defaults(func=cmd_pipeline)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes: k6-operator manifests for a stage plan")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True, metavar="ACTION")
+    render = k8s_sub.add_parser("render", help="write a ConfigMap and a k6-operator TestRun per "
+                                               "stage, raw outputs to a volume")
+    render.add_argument("--target", required=True, help="base URL the runner pods load")
+    render.add_argument("--model", default="rate", choices=["rate", "vus"],
+                        help="rate: arrival rate in requests/s (default); vus: virtual users")
+    render.add_argument("--stages", required=True, help="comma-separated load levels")
+    render.add_argument("--stage-duration", default="30s", help="measured time per stage")
+    render.add_argument("--warmup", default="0s", help="warm-up per stage, kept out of the "
+                                                       "figures")
+    render.add_argument("--script", default="quick",
+                        help="quick (default), journey, submit, or a path to your k6 script "
+                             "(one self-contained file)")
+    render.add_argument("--out", default="k8s", help="folder for the manifests (default k8s)")
+    render.add_argument("--pvc", default="loadproof-results",
+                        help="the PersistentVolumeClaim the runners write their raw output to")
+    render.add_argument("--name", default="loadproof",
+                        help="prefix of the ConfigMap and TestRun names (default loadproof)")
+    render.add_argument("--namespace", default=None, help="namespace of every manifest")
+    _add_generators_arg(render)
+    render.set_defaults(func=cmd_k8s_render)
 
     site = sub.add_parser("site", help="write reports/index.html, a page of every achievement "
                                        "in reports/feed.json")

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import polars as pl
 
-from . import conditions
+from . import conditions, shards
 from .conditions import CpuWatch
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically, summary_values
@@ -191,6 +191,7 @@ class RunSession:
     plan_mode: str = "auto"
     stages_given: bool = True
     override_script_options: bool = False
+    generators: int = 1  # k6 processes per stage, one execution segment each (runner/shards.py)
     run: Run | None = None
     _service: Any = None
     # the target's processes (service and database) when loadproof started it; None: unknown
@@ -200,6 +201,7 @@ class RunSession:
     def open(self) -> Run:
         if (self.target is None) == (self.profile is None):
             raise UsageError("give exactly one of --target URL or --profile NAME")
+        shards.check_generators(self.generators)
         if self.plan_mode not in PLAN_MODES:
             raise UsageError(f"--plan {self.plan_mode!r}: use stages (loadproof drives the "
                              "load), script (the script does) or auto")
@@ -210,6 +212,10 @@ class RunSession:
         self._k6 = k6
         self._script_path = script_path
         self._choose_mode()
+        if self.generators > 1 and self.script_driven:
+            raise UsageError("--generators splits loadproof's stages over several k6 "
+                             "processes; a script-driven run (--plan script) is not split: "
+                             "drop --generators or use --plan stages")
         profile_info = None
         if self.profile is not None:
             from loadproof.orchestrator.settings import ProfileError, load_settings
@@ -242,6 +248,7 @@ class RunSession:
                                               and not self.script_driven else [])},
             "k6": {"binary": str(k6), "version": version,
                    "go_env": {key: self._k6_env[key] for key in GO_GC_KEYS}},
+            "generators": self.generators,
             "commit_info": git_commit(),
             "machine_info": machine_info(),
             "started_at": iso(utcnow()),
@@ -470,7 +477,7 @@ class RunSession:
             # rate, the warm-up as a scenario of its own (kept out of the figures)
             entry = stage_dir / "loadproof-wrapper.js"
             entry.write_text(driven_wrapper(
-                self._script_path, scenarios=stage.k6_scenarios(),
+                self._script_path, scenarios=stage.k6_scenarios(self.generators),
                 tags={"stage": stage.key, "repeat": str(repeat)}, thresholds=MAIN_THRESHOLDS,
                 functions=(self._script_options.exec_functions()
                            if self._script_options is not None else [])))
@@ -481,14 +488,24 @@ class RunSession:
         self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
-        outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
-                                 limit_s=stage.duration_s + stage.warmup_s + BOUND_SLACK_S,
-                                 stop_when=stop_when)
+        limit_s = stage.duration_s + stage.warmup_s + BOUND_SLACK_S
+        sharded = None
+        if self.generators > 1:  # N k6 processes, one execution segment each
+            sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv, summary_tmp,
+                                   limit_s, stop_when)
+            outcome = sharded.outcome
+        else:
+            outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv, limit_s=limit_s,
+                                     stop_when=stop_when)
         if outcome.stopped_early is not None:
             record["stopped_early"] = outcome.stopped_early
         self._record_exit(record, outcome, stage_dir)
         try:
-            self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage.key, repeat)
+            if sharded is not None:
+                shards.save_files(self, record, stage_dir, stage.key, repeat, sharded)
+            else:
+                self._save_stage_files(record, stage_dir, raw_csv, summary_tmp, stage.key,
+                                       repeat)
             self._record_window([record], [stage], stage_dir, outcome)
             if outcome.watch is not None:
                 conditions.record_stage(outcome.watch, record, stage_dir)
@@ -499,6 +516,8 @@ class RunSession:
             run.save()
             raise
         self._set_status(record, outcome)
+        if sharded is not None:
+            shards.settle_status(record)
         self._warn_hosts(record)
         run.save()
         code = outcome.code
@@ -892,11 +911,12 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                env: Mapping[str, str] | None = None,
                service_overrides: dict[str, Any] | None = None, keep_raw: bool = False,
                plan_mode: str = "auto", stages_given: bool = True,
-               override_script_options: bool = False) -> Run:
+               override_script_options: bool = False, generators: int = 1) -> Run:
     """Run ``plan`` against a target URL or a reference-service profile; return the stored Run.
 
     With a user script, ``plan_mode``/``stages_given``/``override_script_options`` choose who
-    drives the load (see :class:`RunSession`).
+    drives the load (see :class:`RunSession`). ``generators`` splits each stage over that many
+    k6 processes (runner/shards.py).
 
     Ctrl-C stops k6 gracefully, keeps the finished stages, marks the run incomplete and
     raises :class:`Interrupted`.
@@ -905,7 +925,8 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                          out_dir=Path(out_dir), env=env or {}, progress=progress or Progress(),
                          service_overrides=service_overrides or {}, keep_raw=keep_raw,
                          plan_mode=plan_mode, stages_given=stages_given,
-                         override_script_options=override_script_options)
+                         override_script_options=override_script_options,
+                         generators=generators)
     session.open()
     try:
         for repeat in range(1, plan.repeat + 1):

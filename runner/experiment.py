@@ -11,6 +11,7 @@ import yaml
 
 from .errors import ExperimentError, LoadproofError
 from .plan import StagePlan, make_plan
+from .shards import MAX_GENERATORS
 
 if TYPE_CHECKING:
     from .capacity import SearchSettings
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_EXPERIMENT = Path(__file__).parent / "experiments" / "orchestrator.yaml"
 TOP_KEYS = {"title", "name", "arms", "baseline", "candidate", "model", "stages",
             "stage_duration", "warmup", "repeat", "script", "slo", "capacity", "probe",
-            "report"}
+            "report", "generators"}
 ARM_KEYS = {"profile", "target", "set"}
 SLO_KEYS = {"p95_ms", "success", "min_successes"}
 PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script", "repeat"}
@@ -58,6 +59,8 @@ class Experiment:
     capacity_script: str = "submit"
     capacity_repeat: int = 1
     deprecations: list[str] = field(default_factory=list)
+    # k6 processes per stage (execution segments): arms, probe and capacity searches alike
+    generators: int = 1
 
 
 def _fail(path: Path, key: str, message: str) -> ExperimentError:
@@ -171,13 +174,18 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
     report = _check_keys(source, "report", data.get("report") or {}, REPORT_KEYS)
     if report.get("unit_cost") is not None:
         _typed(source, "report.unit_cost", report["unit_cost"], (int, float), "a number")
+    generators = _typed(source, "generators", data.get("generators", 1), (int,),
+                        "a whole number of k6 processes per stage")
+    if not 1 <= generators <= MAX_GENERATORS:
+        raise _fail(source, "generators", f"{generators} is outside 1 to {MAX_GENERATORS}")
     name = str(data.get("name") or source.stem)
     return Experiment(name=name, title=title, baseline=by_name[base_name],
                       candidate=by_name[cand_name], plan=plan,
                       script=str(data.get("script", "journey")), slo=slo,
                       probe_plan=probe_plan, probe_script=probe_script, report=report,
                       path=source, capacity=capacity, capacity_script=capacity_script,
-                      capacity_repeat=capacity_repeat, deprecations=deprecations)
+                      capacity_repeat=capacity_repeat, deprecations=deprecations,
+                      generators=generators)
 
 
 def _capacity(path: Path, data: dict[str, Any], slo: dict[str, Any],

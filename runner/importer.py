@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import re
@@ -339,3 +340,136 @@ def _stage_records(parquet: Path, dir_name: str, repeat: int,
             "requests_file": f"stages/{dir_name}/requests.parquet",
         })
     return records
+
+
+def import_shards(files: list[Path | str], *, label: str,
+                  out_dir: Path | str = DEFAULT_RUNS_DIR) -> Run:
+    """``import --shards``: raw outputs (k6 CSV or JSON lines, gzipped or not) of the same
+    stage(s) from several k6 generators. The files holding a stage (by loadproof's ``stage``
+    tag, else ``imported``) are its shards: the stage is the union of their requests, with a
+    ``shard`` column (the file's position among them, from 0) and each file's provenance under
+    the stage's ``shards``. A warning goes in the manifest when a stage's files' time windows
+    do not all overlap (clock skew between the generators, or files of different tests), or
+    when stages have different numbers of files (one missing?)."""
+    from .shards import window_overlap
+
+    paths = [Path(f) for f in files]
+    if len(paths) < 2:
+        raise UsageError("import --shards merges the raw outputs of several generators: give "
+                         "at least two files")
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"import: no such file: {path}")
+    kinds = [(path, sniff(path)) for path in paths]
+    for path, kind in kinds:
+        if kind not in RAW_KINDS:
+            raise ImportFormatError(
+                f"{path}: import --shards takes k6's raw outputs (--out csv=FILE or --out "
+                f"json=FILE, gzipped or not); this is {kind!r}", path=path)
+    run_id, run_path = create_run_dir(Path(out_dir), label)
+    dir_name = "r1-shards"
+    stage_dir = run_path / "stages" / dir_name
+    parts: list[Path] = []
+    per_file: list[dict[str, tuple[float, float]]] = []
+    entries: list[dict[str, Any]] = []
+    resolutions: list[float] = []
+    try:
+        stage_dir.mkdir(parents=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            for index, (path, kind) in enumerate(kinds):
+                part = Path(scratch) / f"file-{index}.parquet"
+                windows: dict[str, tuple[float, float]] = {}
+                if kind == "csv":
+                    own = Path(scratch) / str(index)  # files of the same name (raw.csv.gz)
+                    own.mkdir()
+                    plain = decompress_to(path, own)
+                    unit = csv_time_unit(plain)
+                    csv_to_parquet(plain, part, stage=None, repeat=1, time_unit=unit)
+                    windows = csv_windows(plain, stage=None, time_unit=unit)
+                    resolutions.append(TIME_RESOLUTION_S[unit])
+                else:
+                    ndjson_to_parquet(path, part, repeat=1, windows=windows)
+                    resolutions.append(TIME_RESOLUTION_S["us"])
+                parts.append(part)
+                per_file.append(windows)
+                counts = dict(pl.scan_parquet(part).group_by("stage").agg(pl.len())
+                              .collect().iter_rows())
+                entries.append({"file": str(path.resolve()), "kind": kind,
+                                "sha256": _sha256(path),
+                                "stages": {str(k): int(v) for k, v in counts.items()}})
+            # each stage's shards: the files holding it, numbered in the order given
+            holders: dict[str, list[int]] = {}
+            for index, entry in enumerate(entries):
+                for key in entry["stages"]:
+                    holders.setdefault(key, []).append(index)
+            frames = []
+            for index, part in enumerate(parts):
+                numbering = {key: files.index(index) for key, files in holders.items()
+                             if index in files}
+                frames.append(pl.scan_parquet(part).with_columns(
+                    pl.col("stage").replace_strict(numbering, return_dtype=pl.Int32)
+                    .alias("shard")))
+            if frames:
+                sink_atomically(pl.concat(frames, how="vertical"),
+                                stage_dir / "requests.parquet")
+    except BaseException:
+        shutil.rmtree(run_path, ignore_errors=True)
+        raise
+    if not any(entry["stages"] for entry in entries):
+        shutil.rmtree(run_path, ignore_errors=True)
+        raise ImportFormatError("import --shards: the files hold no requests (for k6: no "
+                                "http_req_duration samples outside a warm-up)", path=paths[0])
+    union: dict[str, tuple[float, float]] = {}
+    for windows in per_file:
+        for key, (start, end) in windows.items():
+            known = union.get(key)
+            union[key] = (min(known[0], start), max(known[1], end)) if known else (start, end)
+    stages = _stage_records(stage_dir / "requests.parquet", dir_name, 1, union,
+                            max(resolutions))
+    warnings: list[str] = []
+    for record in stages:
+        key = record["key"]
+        shard_list = []
+        spans = []
+        for shard, index in enumerate(holders[key]):
+            window = per_file[index].get(key)
+            begin = dt.datetime.fromtimestamp(window[0], dt.UTC) if window else None
+            finish = dt.datetime.fromtimestamp(window[1], dt.UTC) if window else None
+            if begin is not None and finish is not None:
+                spans.append((begin, finish))
+            entry = entries[index]
+            shard_list.append({"shard": shard, "file": entry["file"], "kind": entry["kind"],
+                               "sha256": entry["sha256"], "requests": entry["stages"][key],
+                               "window_start": iso(begin) if begin else None,
+                               "window_end": iso(finish) if finish else None})
+        record["generators"] = len(shard_list)
+        record["shards"] = shard_list
+        overlap = window_overlap(spans)
+        record["shards_overlap_s"] = round(overlap, 6)
+        if len(spans) > 1 and overlap <= 0:
+            shown = "; ".join(f"shard {s['shard']} ({Path(s['file']).name}): "
+                              f"{s['window_start']} to {s['window_end']}" for s in shard_list)
+            warnings.append(f"stage {key}: the shards' time windows do not overlap ({shown}); "
+                            "the generators' clocks disagree or the files come from different "
+                            "tests, and the stage's rates divide by the union of the windows")
+    sizes = {record["key"]: record["generators"] for record in stages}
+    if len(set(sizes.values())) > 1:
+        warnings.append("the stages have different numbers of shard files ("
+                        + ", ".join(f"{k}: {n}" for k, n in sizes.items())
+                        + "); is a generator's file missing?")
+    manifest = _manifest(run_id, label, kinds, stages, reason=None)
+    manifest["generators"] = max(sizes.values())
+    manifest["warnings"] = warnings
+    run = Run(run_path, manifest)
+    run.save()
+    return run
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,7 +21,7 @@ from .store import Run, slug, utcnow
 
 def _sessions(experiment: Experiment, plan: StagePlan, script: str, prefix: str,
               runs_dir: Path, progress: Progress) -> list[ArmSession]:
-    return [_session(arm, plan, script, prefix, runs_dir, progress)
+    return [_session(arm, plan, script, prefix, runs_dir, progress, experiment.generators)
             for arm in (experiment.baseline, experiment.candidate)]
 
 
@@ -32,15 +32,16 @@ def _searches(experiment: Experiment, runs_dir: Path, progress: Progress) -> lis
     return [CapacitySearchSession(experiment.capacity, label=f"capacity-{arm.name}",
                                   target=arm.target, profile=arm.profile,
                                   script=experiment.capacity_script, out_dir=runs_dir,
-                                  progress=progress, service_overrides=dict(arm.overrides))
+                                  progress=progress, service_overrides=dict(arm.overrides),
+                                  generators=experiment.generators)
             for arm in (experiment.baseline, experiment.candidate)]
 
 
 def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path,
-             progress: Progress) -> RunSession:
+             progress: Progress, generators: int = 1) -> RunSession:
     return RunSession(plan=plan, label=f"{prefix}{arm.name}", target=arm.target,
                       profile=arm.profile, script=script, out_dir=runs_dir, progress=progress,
-                      service_overrides=dict(arm.overrides))
+                      service_overrides=dict(arm.overrides), generators=generators)
 
 
 class ArmSession(Protocol):

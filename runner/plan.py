@@ -69,23 +69,33 @@ class Stage:
             return f"Stage {self.index} ({self.name}, up to {self.level} {unit})"
         return f"Stage {self.index} ({self.level} {unit})"
 
-    def k6_scenarios(self) -> dict[str, dict[str, Any]]:
+    def k6_scenarios(self, generators: int = 1) -> dict[str, dict[str, Any]]:
         """The k6 scenarios of a loadproof-driven stage: ``warmup`` (kept out of the
-        figures) then ``main``; the same shapes as runner/k6/lib/loadproof.js builds."""
+        figures) then ``main``; the same shapes as runner/k6/lib/loadproof.js builds.
+        ``generators``: the k6 processes the stage is split over (execution segments)."""
         scenarios = {}
         if self.warmup_s:
             scenarios["warmup"] = _scenario(self.model, self.level,
-                                            format_duration(self.warmup_s), "0s")
+                                            format_duration(self.warmup_s), "0s", generators)
         scenarios["main"] = _scenario(self.model, self.level, format_duration(self.duration_s),
-                                      format_duration(self.warmup_s))
+                                      format_duration(self.warmup_s), generators)
         return scenarios
 
 
-def _scenario(model: str, level: int, duration: str, start: str) -> dict[str, Any]:
+def split_vus(vus: int, generators: int) -> int:
+    """``vus`` rounded up to a multiple of ``generators``: k6 splits an arrival-rate
+    scenario's VUs over execution segments, so each generator gets the same share."""
+    return -(-vus // generators) * generators
+
+
+def _scenario(model: str, level: int, duration: str, start: str,
+              generators: int = 1) -> dict[str, Any]:
     if model == "rate":
         return {"executor": "constant-arrival-rate", "rate": level, "timeUnit": "1s",
-                "duration": duration, "preAllocatedVUs": min(max(20, -(-level // 4)), 1000),
-                "maxVUs": max(100, level), "startTime": start, "gracefulStop": "5s"}
+                "duration": duration,
+                "preAllocatedVUs": split_vus(min(max(20, -(-level // 4)), 1000), generators),
+                "maxVUs": split_vus(max(100, level), generators), "startTime": start,
+                "gracefulStop": "5s"}
     return {"executor": "constant-vus", "vus": level, "duration": duration, "startTime": start,
             "gracefulStop": "5s"}
 

@@ -271,7 +271,7 @@ def test_bad_settings_name_their_flag(changes: dict[str, object], flag: str) -> 
     (["--min-rate", "abc"], "--min-rate"),
     (["--budget", "soon"], "--budget"),
     (["--model", "users"], "--model"),
-    (["--generators", "2"], "--generators"),
+    (["--generators", "0"], "--generators"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(argv: list[str], flag: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,13 @@ export function noteStatus(res) {
   return res;
 }
 
+// VUs rounded up to a multiple of the k6 processes the stage is split over (LP_GENERATORS,
+// one execution segment each), so that every generator gets the same share
+function split(vus) {
+  const generators = Math.max(1, parseInt(__ENV.LP_GENERATORS || '1', 10));
+  return Math.ceil(vus / generators) * generators;
+}
+
 function scenario(model, level, duration, startTime) {
   if (model === 'rate') {
     return {
@@ -31,8 +38,8 @@ function scenario(model, level, duration, startTime) {
       timeUnit: '1s',
       duration: duration,
       // enough VUs up front that a slow answer, not VU start-up, is what drops iterations
-      preAllocatedVUs: Math.min(Math.max(20, Math.ceil(level / 4)), 1000),
-      maxVUs: Math.max(100, level),
+      preAllocatedVUs: split(Math.min(Math.max(20, Math.ceil(level / 4)), 1000)),
+      maxVUs: split(Math.max(100, level)),
       startTime: startTime,
       gracefulStop: '5s',
     };
