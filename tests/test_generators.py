@@ -54,8 +54,15 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 
 def k6_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True)
-            if "k6" in os.path.basename((p.cmdline() or [""])[0])]
+    """The live k6 processes under this test (a just-killed one may be a zombie: not live)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "k6" in os.path.basename((proc.cmdline() or [""])[0]):
+                found.append(proc)
+        except psutil.Error:  # exited, or a zombie until its parent reaps it
+            continue
+    return found
 
 
 # --------------------------------------------------------------------------------------------
