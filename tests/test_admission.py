@@ -221,3 +221,30 @@ def test_overload_gets_fast_429s_and_admitted_requests_stay_far_faster_than_with
     assert off.rate_limited == 0
     assert on.latency_ok.p50_ms is not None and off.latency_ok.p50_ms is not None
     assert on.latency_ok.p50_ms < 0.5 * off.latency_ok.p50_ms, (on.latency_ok, off.latency_ok)
+
+
+def test_the_bulkhead_drops_a_request_that_waited_its_budget_behind_a_standing_queue() -> None:
+    """The head drop: behind a standing queue a request waits max_wait_s, then gets False (the
+    route answers 429); in a burst (no standing queue) it waits on until a slot frees."""
+    import asyncio
+    import time
+
+    from loadproof.orchestrator.state import AppState
+    from loadproof.orchestrator.telemetry import Telemetry
+
+    async def wait(standing: bool) -> tuple[bool, float]:
+        lim = limiter(Clock(), max_wait_s=0.05)
+        lim.standing = standing
+        state = AppState(load_settings("optimized"), None, None, Telemetry(),  # type: ignore[arg-type]
+                         None, None, bulkhead=asyncio.Semaphore(1), admission=lim)
+        assert state.bulkhead is not None
+        await state.bulkhead.acquire()
+        asyncio.get_running_loop().call_later(0.3, state.bulkhead.release)
+        t0 = time.perf_counter()
+        taken = await state._wait_for_slot(state.bulkhead)
+        return taken, time.perf_counter() - t0
+
+    dropped, waited = asyncio.run(wait(standing=True))
+    assert not dropped and 0.04 < waited < 0.25
+    taken, waited = asyncio.run(wait(standing=False))
+    assert taken and waited >= 0.29
