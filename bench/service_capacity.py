@@ -15,6 +15,10 @@ c. Capacity under the SLO (p95 <= 50 ms, >= 99% 2xx, open model) per arm, from l
 d. The optimized profile at --rate (1,000) req/s for --duration: p95 <= 50 ms, p99 <= 150 ms,
    >= 99.9% 2xx, no dropped iterations.
 
+The optimized arm runs as its profile says; --set KEY=VALUE changes it for parts a, b and d
+(the capacity search starts the profile as it is), e.g. --set admission_enabled=true to study
+admission control while the profile has it off.
+
     python bench/service_capacity.py [--rounds 3] [--parts abcd] [--overload-rate 3000] ...
 """
 
