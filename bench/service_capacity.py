@@ -15,6 +15,10 @@ c. Capacity under the SLO (p95 <= 50 ms, >= 99% 2xx, open model) per arm, from l
 d. The optimized profile at --rate (1,000) req/s for --duration: p95 <= 50 ms, p99 <= 150 ms,
    >= 99.9% 2xx, no dropped iterations.
 
+The optimized arm runs as its profile says; --set KEY=VALUE changes it for parts a, b and d
+(the capacity search starts the profile as it is), e.g. --set admission_enabled=true to study
+admission control while the profile has it off.
+
     python bench/service_capacity.py [--rounds 3] [--parts abcd] [--overload-rate 3000] ...
 """
 
@@ -67,16 +71,25 @@ def p95(m: StageMetrics) -> float:
     return m.latency_ok.p95_ms if m.latency_ok.p95_ms is not None else float("inf")
 
 
+def overrides(profile: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --set overrides, for the optimized arm only."""
+    if profile != "optimized" or not args.set:
+        return None
+    return dict(item.split("=", 1) for item in args.set)
+
+
 def part_a(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     (m,) = stages(profile, [args.users], model="vus", script="journey",
-                  duration=args.journey_duration, warmup="3s", out=out)
+                  duration=args.journey_duration, warmup="3s", out=out,
+                  overrides=overrides(profile, args))
     print(f"   a {profile:<9} {line(m)}", flush=True)
     return {"ok": m.success_rate or 0.0, "shed": float(m.rate_limited)}
 
 
 def part_b(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     hot, calm = stages(profile, [args.overload_rate, args.calm_rate], model="rate",
-                       script="submit", duration=args.overload_duration, warmup="0s", out=out)
+                       script="submit", duration=args.overload_duration, warmup="0s", out=out,
+                       overrides=overrides(profile, args))
     print(f"   b {profile:<9} {line(hot)}\n   b {profile:<9} {line(calm)}  (calm)", flush=True)
     return {"errors": float(hot.errors), "p95": p95(hot), "calm_p95": p95(calm),
             "calm_errors": float(calm.errors), "shed_share": hot.rate_limited_share or 0.0,
@@ -85,6 +98,7 @@ def part_b(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float
 
 def part_c(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     if not args.sweep:
+        # the search starts the profile as its TOML says (--set does not reach it)
         settings = make_settings(slo_p95_ms=50.0, slo_success=0.99, min_rate=args.min_rate,
                                  max_rate=args.max_rate, trial_duration=args.trial_duration,
                                  budget=args.search_budget)
@@ -97,7 +111,8 @@ def part_c(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float
               f"{result.first_fail}, limited by {result.limited_by}; {result.note}", flush=True)
         return {"capacity": float(result.capacity or 0)}
     metrics = stages(profile, [int(r) for r in args.rates.split(",")], model="rate",
-                     script="submit", duration=args.sweep_duration, warmup="3s", out=out)
+                     script="submit", duration=args.sweep_duration, warmup="3s", out=out,
+                     overrides=overrides(profile, args))
     for m in metrics:
         print(f"   c {profile:<9} {line(m)}", flush=True)
     cap = arm_capacity(metrics, Slo(p95_ms=50.0, success=0.99))
@@ -107,7 +122,8 @@ def part_c(profile: str, args: argparse.Namespace, out: Path) -> dict[str, float
 
 def part_d(args: argparse.Namespace, out: Path) -> dict[str, float]:
     (m,) = stages("optimized", [args.rate], model="rate", script="submit",
-                  duration=args.duration, warmup="5s", out=out)
+                  duration=args.duration, warmup="5s", out=out,
+                  overrides=overrides("optimized", args))
     print(f"   d optimized {line(m)}", flush=True)
     return {"p95": p95(m), "p99": m.latency_ok.p99_ms or float("inf"),
             "ok": m.success_rate or 0.0, "dropped": float(m.dropped_iterations or 0)}
@@ -133,6 +149,9 @@ def main() -> None:
     parser.add_argument("--sweep-duration", default="10s")
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--duration", default="30s")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the optimized arm, e.g. --set "
+                             "admission_enabled=false")
     args = parser.parse_args()
     parts = set(args.parts)
     runs: dict[str, Callable[[str, argparse.Namespace, Path], dict[str, float]]] = {

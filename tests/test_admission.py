@@ -26,94 +26,91 @@ class Clock:
 
 
 def limiter(clock: Clock, **kw: float) -> AdaptiveLimit:
-    args: dict[str, object] = {"clock": clock, "initial": 20, "min_limit": 4, "max_limit": 40,
-                              "target_s": 0.1, "window_s": 0.1, "min_samples": 5,
-                              "backoff": 0.5, "increase": 2}
+    args: dict[str, object] = {"clock": clock, "slots": 8, "min_limit": 16, "max_limit": 500,
+                              "target_s": 0.005, "window_s": 0.1, "max_wait_s": 0.2,
+                              "min_samples": 5}
     args.update(kw)
     return AdaptiveLimit(**args)  # type: ignore[arg-type]
 
 
-def run_window(lim: AdaptiveLimit, clock: Clock, concurrent: int, latency_s: float) -> int:
-    """``concurrent`` requests arrive together and finish after ``latency_s``; then the window
-    closes. Returns how many were admitted."""
-    admitted = sum(lim.try_acquire() for _ in range(concurrent))
-    clock.now += max(latency_s, lim.window_s)
-    for _ in range(admitted):
-        lim.release()
-        lim.observe(latency_s)
-    return admitted
+def window(lim: AdaptiveLimit, clock: Clock, waits: list[float]) -> None:
+    """One window: requests reach the bulkhead after ``waits``, spread over ``window_s``, the
+    last one closing it."""
+    start = clock.now
+    for i, wait in enumerate(waits, 1):
+        clock.now = start + lim.window_s * i / len(waits) + (1e-9 if i == len(waits) else 0)
+        lim.observe(wait)
 
 
 def test_admits_up_to_the_limit_and_sheds_beyond() -> None:
-    clock = Clock()
-    lim = limiter(clock, initial=5, min_limit=1)
+    lim = limiter(Clock(), min_limit=5, max_limit=5)
     assert [lim.try_acquire() for _ in range(7)] == [True] * 5 + [False] * 2
     assert (lim.in_flight, lim.shed_total) == (5, 2)
     lim.release()
     assert lim.try_acquire() is True
 
 
-def test_slow_windows_cut_the_limit_to_its_floor_fast_ones_restore_it() -> None:
-    clock = Clock()
-    lim = limiter(clock, min_samples=2)
-    assert run_window(lim, clock, 20, 0.5) == 20
-    assert lim.limit == 10  # 20 x 0.5: one cut per window, not one per slow answer
-    run_window(lim, clock, 50, 0.5)
-    run_window(lim, clock, 50, 0.5)
-    assert lim.limit == 4  # the floor
-    assert lim.decreases == 3
-    for _ in range(10):
-        run_window(lim, clock, 50, 0.01)  # latency back under the target: additive increase
-    # +2 a window; the first fast window still held slow answers of the last slow one
-    assert lim.limit == 22
-    for _ in range(20):
-        run_window(lim, clock, 50, 0.01)
-    assert lim.limit == 40  # the ceiling
-
-
-def test_latency_under_target_never_sheds_closed_load_below_the_limit() -> None:
-    clock = Clock()
-    lim = limiter(clock)
-    for _ in range(100):
-        assert run_window(lim, clock, 15, 0.09) == 15
-    assert lim.shed_total == 0 and lim.decreases == 0
-
-
-def test_idle_capacity_does_not_raise_the_limit() -> None:
+def test_a_burst_that_drains_within_the_window_sheds_nothing() -> None:
+    """Long waits, but one request in each window went straight in: no standing queue, so the
+    limit stays at its ceiling however slow the host made the others."""
     clock = Clock()
     lim = limiter(clock)
     for _ in range(20):
-        run_window(lim, clock, 5, 0.001)  # 5 in flight against a limit of 20: demand-bound
-    assert lim.limit == 20
+        window(lim, clock, [2.0] * 99 + [0.0])
+    assert not lim.standing and lim.limit == 500 and lim.drain_rate is None
+    assert lim.last_window_p90_s == 2.0
+
+
+def test_a_standing_queue_limits_to_what_drains_within_the_wait_budget() -> None:
+    """Every wait over the target for a window: the limit is the bulkhead's slots plus what
+    it drains in max_wait_s at the rate measured (1,000 requests/s: 8 + 200)."""
+    clock = Clock()
+    lim = limiter(clock)
+    window(lim, clock, [0.05] * 100)  # 100 requests in 0.1 s
+    assert lim.standing and lim.drain_rate == pytest.approx(1000)
+    assert lim.limit == 208
+    # the host slows to 200 requests/s: the estimate follows within a few windows
+    for _ in range(8):
+        window(lim, clock, [0.3] * 20)
+    assert lim.drain_rate == pytest.approx(200, rel=0.03)
+    assert lim.limit == pytest.approx(8 + 40, abs=1)
+    # the queue empties (a request waits no longer than the target): the ceiling again
+    window(lim, clock, [0.3] * 19 + [0.001])
+    assert not lim.standing and lim.limit == 500
+
+
+def test_the_limit_never_falls_under_its_floor_nor_rises_over_its_ceiling() -> None:
+    clock = Clock()
+    lim = limiter(clock, min_samples=1)
+    window(lim, clock, [1.0])  # 10 requests/s: 8 + 2 < 16
+    assert lim.standing and lim.limit == 16
+    fast = limiter(clock, max_limit=100)
+    window(fast, clock, [0.05] * 1000)  # 10,000 requests/s: 8 + 2,000 > 100
+    assert fast.limit == 100
 
 
 def test_window_needs_both_time_and_samples() -> None:
     clock = Clock()
     lim = limiter(clock, min_samples=5)
-    for _ in range(4):
-        lim.try_acquire()
     clock.now += 1.0
     for _ in range(4):
-        lim.release()
         lim.observe(1.0)  # slow, but only 4 samples: no decision yet
-    assert lim.limit == 20 and lim.last_window_p90_s is None
-    lim.try_acquire()
-    lim.release()
+    assert lim.limit == 500 and lim.last_window_p90_s is None
     lim.observe(1.0)
-    assert lim.limit == 10 and lim.last_window_p90_s == 1.0
+    assert lim.standing and lim.last_window_p90_s == 1.0
+    cut = lim.limit
     for _ in range(5):  # enough samples, but the window's time has not passed
-        lim.try_acquire()
-        lim.release()
-        lim.observe(1.0)
-    assert lim.limit == 10
+        lim.observe(0.0)
+    assert lim.standing and lim.limit == cut
 
 
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="min_limit"):
-        AdaptiveLimit(initial=2, min_limit=4, max_limit=8, target_s=0.1, window_s=0.1)
-    with pytest.raises(ValueError, match="backoff"):
-        AdaptiveLimit(initial=4, min_limit=4, max_limit=8, target_s=0.1, window_s=0.1,
-                      backoff=1.5)
+        AdaptiveLimit(slots=8, min_limit=40, max_limit=20, target_s=0.1, window_s=0.1,
+                      max_wait_s=0.2)
+    with pytest.raises(ValueError, match="positive"):
+        AdaptiveLimit(slots=8, min_limit=8, max_limit=20, target_s=0.1, window_s=0.1,
+                      max_wait_s=0)
 
 
 def test_profile_knobs(tmp_path: Path) -> None:
@@ -123,15 +120,16 @@ def test_profile_knobs(tmp_path: Path) -> None:
     assert load_settings("optimized", admission_enabled=True).admission_enabled
     assert not load_settings("baseline").admission_enabled
     bad = tmp_path / "bad.toml"
-    bad.write_text("admission_min_limit = 50\nadmission_initial_limit = 10\n")
+    bad.write_text("admission_min_limit = 50\nadmission_max_limit = 10\n")
     with pytest.raises(ProfileError, match="admission_min_limit"):
         load_settings(str(bad))
     with pytest.raises(ProfileError, match="db_concurrency"):
         load_settings("optimized", admission_enabled=True, db_concurrency=0)
-    assert load_settings("optimized", db_concurrency=0,
-                         admission_signal="latency").admission_signal == "latency"
-    with pytest.raises(ProfileError, match="admission_signal"):
-        load_settings("optimized", admission_signal="cpu")
+    with pytest.raises(ProfileError, match="admission_max_wait_s"):
+        load_settings("optimized", admission_max_wait_s=0)
+    # the knobs of the AIMD limit it replaced are refused by name, not silently ignored
+    with pytest.raises(ProfileError, match="admission_backoff"):
+        load_settings("optimized", admission_backoff=0.9)
 
 
 def _metric(text: str, name: str) -> float:
@@ -144,7 +142,6 @@ def _metric(text: str, name: str) -> float:
 @pytest.mark.slow
 def test_metrics_show_limit_in_flight_queue_wait_and_sheds() -> None:
     with ServiceProcess("optimized", overrides={"admission_enabled": True,
-                                                "admission_initial_limit": 1,
                                                 "admission_min_limit": 1,
                                                 "admission_max_limit": 1}) as svc:
         body = {"persona_id": "persona-1", "task_type": "x"}
@@ -156,6 +153,7 @@ def test_metrics_show_limit_in_flight_queue_wait_and_sheds() -> None:
     assert _metric(text, "admission_in_flight") == 0
     assert _metric(text, "db_bulkhead_wait_seconds_count") >= 1
     assert "admission_shed_total" in text and "db_bulkhead_waiting" in text
+    assert _metric(text, "admission_standing_queue") == 0
     assert ready["components"]["admission"]["limit"] == 1
 
 
@@ -176,7 +174,6 @@ def test_over_the_limit_answers_429_with_retry_after_fast() -> None:
             return await asyncio.gather(*(one() for _ in range(40)))
 
     with ServiceProcess("optimized", overrides={"admission_enabled": True,
-                                                "admission_initial_limit": 1,
                                                 "admission_min_limit": 1,
                                                 "admission_max_limit": 1}) as svc:
         answers = asyncio.run(burst(svc.url))
@@ -199,11 +196,11 @@ def _stages(levels: list[int], script: str, model: str, duration: str,
 
 
 @pytest.mark.slow
-def test_journey_below_capacity_sheds_nothing() -> None:
-    """16 users with the journey's think time keep far fewer requests in flight than the
-    limit's floor even on a busy machine: not one request may be refused."""
-    (stage,) = _stages([16], "journey", "vus", "5s", {"admission_enabled": True})
-    assert stage.requests > 50
+def test_below_capacity_sheds_nothing() -> None:
+    """60 submissions/s, a fraction of what even a busy 2-core machine serves: no queue stands
+    at the bulkhead, so not one request may be refused, however slow single answers are."""
+    (stage,) = _stages([60], "submit", "rate", "5s", {"admission_enabled": True})
+    assert stage.requests > 250
     assert stage.rate_limited == 0 and stage.errors == 0
 
 
@@ -224,3 +221,30 @@ def test_overload_gets_fast_429s_and_admitted_requests_stay_far_faster_than_with
     assert off.rate_limited == 0
     assert on.latency_ok.p50_ms is not None and off.latency_ok.p50_ms is not None
     assert on.latency_ok.p50_ms < 0.5 * off.latency_ok.p50_ms, (on.latency_ok, off.latency_ok)
+
+
+def test_the_bulkhead_drops_a_request_that_waited_its_budget_behind_a_standing_queue() -> None:
+    """The head drop: behind a standing queue a request waits max_wait_s, then gets False (the
+    route answers 429); in a burst (no standing queue) it waits on until a slot frees."""
+    import asyncio
+    import time
+
+    from loadproof.orchestrator.state import AppState
+    from loadproof.orchestrator.telemetry import Telemetry
+
+    async def wait(standing: bool) -> tuple[bool, float]:
+        lim = limiter(Clock(), max_wait_s=0.05)
+        lim.standing = standing
+        state = AppState(load_settings("optimized"), None, None, Telemetry(),  # type: ignore[arg-type]
+                         None, None, bulkhead=asyncio.Semaphore(1), admission=lim)
+        assert state.bulkhead is not None
+        await state.bulkhead.acquire()
+        asyncio.get_running_loop().call_later(0.3, state.bulkhead.release)
+        t0 = time.perf_counter()
+        taken = await state._wait_for_slot(state.bulkhead)
+        return taken, time.perf_counter() - t0
+
+    dropped, waited = asyncio.run(wait(standing=True))
+    assert not dropped and 0.04 < waited < 0.25
+    taken, waited = asyncio.run(wait(standing=False))
+    assert taken and waited >= 0.29

@@ -26,14 +26,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                if settings.rate_limit_enabled else None)
     admission = None
     if settings.admission_enabled:
-        admission = AdaptiveLimit(initial=settings.admission_initial_limit,
+        admission = AdaptiveLimit(slots=settings.db_concurrency,
                                   min_limit=settings.admission_min_limit,
                                   max_limit=settings.admission_max_limit,
                                   target_s=settings.admission_target_s,
                                   window_s=settings.admission_window_s,
-                                  min_samples=settings.admission_min_samples,
-                                  backoff=settings.admission_backoff,
-                                  increase=settings.admission_increase)
+                                  max_wait_s=settings.admission_max_wait_s,
+                                  min_samples=settings.admission_min_samples)
     breaker = None
     if settings.breaker_enabled:
         breaker = CircuitBreaker(settings.breaker_failure_threshold,
@@ -83,6 +82,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     app.add_middleware(ServiceMiddleware, telemetry=telemetry,
                        max_body_bytes=settings.max_body_bytes, limiter=limiter,
-                       admission=admission,
-                       observe_latency=settings.admission_signal == "latency")
+                       admission=admission)
     return app

@@ -47,15 +47,12 @@ def _sheddable(path: str) -> bool:
 
 class ServiceMiddleware:
     def __init__(self, app: ASGIApp, telemetry: Telemetry, max_body_bytes: int,
-                 limiter: TokenBucket | None, admission: AdaptiveLimit | None = None,
-                 observe_latency: bool = False) -> None:
+                 limiter: TokenBucket | None, admission: AdaptiveLimit | None = None) -> None:
         self.app = app
         self.telemetry = telemetry
         self.max_body_bytes = max_body_bytes
         self.limiter = limiter
         self.admission = admission
-        # feed each admitted request's latency to the limit (else it watches the bulkhead)
-        self.observe_latency = observe_latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,8 +79,6 @@ class ServiceMiddleware:
             if admitted:
                 assert self.admission is not None
                 self.admission.release()
-                if self.observe_latency:
-                    self.admission.observe(elapsed)
             self.telemetry.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

@@ -1,5 +1,5 @@
-"""Load shedding (an adaptive concurrency limit, a token bucket) and a circuit breaker around
-the database."""
+"""Load shedding (admission control on the database queue, a token bucket) and a circuit
+breaker around the database."""
 
 from __future__ import annotations
 
@@ -36,86 +36,99 @@ class TokenBucket:
 
 
 class AdaptiveLimit:
-    """A concurrency limit that follows a delay the service observes (AIMD).
+    """Admission control on the queue in front of the database bulkhead, counted in time.
 
-    At most ``limit`` requests are in flight; one more is refused (the caller answers 429).
-    Samples of the watched delay (``observe``) -- the wait for a database bulkhead slot, or
-    a request's whole latency -- are gathered in windows of at least ``window_s`` seconds and
-    ``min_samples`` samples; at each window's end the limit is revised from the window's 90th
-    percentile, in the manner of TCP congestion control and Netflix's concurrency-limits
-    ``AIMDLimit``:
+    At most ``limit`` requests are admitted at once; one more is refused (the caller answers
+    429 before any work). The limit is revised from the wait for a bulkhead slot, one sample
+    per request that reached the bulkhead (:meth:`observe`), in windows of at least
+    ``window_s`` seconds and ``min_samples`` samples:
 
-    - over ``target_s``: a queue is standing, multiply the limit by ``backoff``;
-    - within it, and the window used at least half the limit: add ``increase``;
-    - within it but the window used less: keep the limit (demand, not the service, was the
-      bound, so the delay says nothing about a higher limit).
+    - **standing queue or not** (CoDel's test): the queue stands when every request that got
+      a slot in the window waited longer than ``target_s``. A burst that drains within the
+      window leaves some request with a short wait and sheds nothing; a slow host without
+      more demand than the bulkhead serves has no queue at all.
+    - **while it stands**, the limit follows Little's law: ``slots`` requests in service plus
+      the queue the bulkhead drains within ``max_wait_s`` at the rate it was measured to take
+      requests in standing windows (``slots + rate x max_wait_s``), never under ``min_limit``.
+      Above capacity the queue, and so an admitted request's wait, stays near ``max_wait_s``;
+      a closed population of users small enough to be served within that wait is never shed.
+    - **when no queue stands** the limit is ``max_limit``: nothing is shed below capacity.
 
-    Deciding once per window rather than on every sample, as ``AIMDLimit`` does, keeps one
-    burst of slow answers from cutting the limit many times over before the cut can act.
-    Below capacity the delay stays under the target and nothing is shed; above it the limit
-    settles where admitted requests meet the target, and the rest are refused at once instead
-    of queueing. Single event loop only (no locking).
+    The bulkhead drops (429) an admitted request that has waited ``max_wait_s`` while the
+    queue stands (see ``AppState``): the bound holds even when the rate falls after admission.
+
+    Only the bottleneck's own drain rate sizes the limit, never a latency target: CPU
+    starvation lowers the rate (the host serves fewer requests within the wait) but cannot by
+    itself start shedding, since the limit applies only behind a standing queue. Single event
+    loop only (no locking).
     """
 
-    def __init__(self, *, initial: int, min_limit: int, max_limit: int, target_s: float,
-                 window_s: float, min_samples: int = 10, backoff: float = 0.9,
-                 increase: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        if not 1 <= min_limit <= initial <= max_limit:
-            raise ValueError(f"need 1 <= min_limit ({min_limit}) <= initial ({initial}) "
-                             f"<= max_limit ({max_limit})")
-        if not 0 < backoff < 1:
-            raise ValueError(f"backoff must be in (0, 1), not {backoff}")
-        self.limit = float(initial)
+    # weight of the newest standing window in the drain-rate estimate: 0.5 forgets a window
+    # measured before the host slowed down (or sped up) within about three windows
+    RATE_WEIGHT = 0.5
+
+    def __init__(self, *, slots: int, min_limit: int, max_limit: int, target_s: float,
+                 window_s: float, max_wait_s: float, min_samples: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 1 <= min_limit <= max_limit:
+            raise ValueError(f"need 1 <= min_limit ({min_limit}) <= max_limit ({max_limit})")
+        if slots < 1 or target_s <= 0 or window_s <= 0 or max_wait_s <= 0:
+            raise ValueError("slots, target_s, window_s and max_wait_s must be positive")
+        self.slots = slots
         self.min_limit = min_limit
         self.max_limit = max_limit
         self.target_s = target_s
         self.window_s = window_s
+        self.max_wait_s = max_wait_s
         self.min_samples = max(1, min_samples)
-        self.backoff = backoff
-        self.increase = increase
         self._clock = clock
+        self.limit = max_limit
         self.in_flight = 0
         self.shed_total = 0
-        self.decreases = 0
-        # the last closed window's 90th percentile of the watched delay (None: no window yet)
+        # admitted requests dropped after waiting max_wait_s behind a standing queue
+        self.dropped_total = 0
+        self.standing = False
+        # requests per second the bulkhead took in while a queue stood (None: not yet seen)
+        self.drain_rate: float | None = None
+        # the last closed window's 90th percentile of the bulkhead wait (None: no window yet)
         self.last_window_p90_s: float | None = None
         self._window_start = clock()
         self._samples: list[float] = []
-        self._peak_in_flight = 0
 
     def try_acquire(self) -> bool:
         """Take a slot: True when admitted (call :meth:`release` when done), False to shed."""
-        if self.in_flight >= int(self.limit):
+        if self.in_flight >= self.limit:
             self.shed_total += 1
             return False
         self.in_flight += 1
-        if self.in_flight > self._peak_in_flight:
-            self._peak_in_flight = self.in_flight
         return True
 
     def release(self) -> None:
         """An admitted request finished: its slot is free."""
         self.in_flight -= 1
 
-    def observe(self, delay_s: float) -> None:
-        """One sample of the watched delay; closes the window when it is long enough."""
-        self._samples.append(delay_s)
+    def observe(self, wait_s: float) -> None:
+        """A request got a bulkhead slot after ``wait_s``; closes the window when it is due."""
+        self._samples.append(wait_s)
         now = self._clock()
-        if len(self._samples) >= self.min_samples and now - self._window_start >= self.window_s:
-            self._revise()
+        elapsed = now - self._window_start
+        if len(self._samples) >= self.min_samples and elapsed >= self.window_s:
+            self._revise(elapsed)
             self._window_start = now
             self._samples.clear()
-            self._peak_in_flight = self.in_flight
 
-    def _revise(self) -> None:
+    def _revise(self, elapsed_s: float) -> None:
         samples = sorted(self._samples)
-        p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
-        self.last_window_p90_s = p90
-        if p90 > self.target_s:
-            self.limit = max(float(self.min_limit), self.limit * self.backoff)
-            self.decreases += 1
-        elif self._peak_in_flight * 2 >= self.limit:
-            self.limit = min(float(self.max_limit), self.limit + self.increase)
+        self.last_window_p90_s = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+        self.standing = samples[0] > self.target_s
+        if not self.standing:
+            self.limit = self.max_limit
+            return
+        rate = len(samples) / elapsed_s
+        self.drain_rate = (rate if self.drain_rate is None else
+                           self.RATE_WEIGHT * rate + (1 - self.RATE_WEIGHT) * self.drain_rate)
+        wanted = self.slots + round(self.drain_rate * self.max_wait_s)
+        self.limit = max(self.min_limit, min(self.max_limit, wanted))
 
 
 class BreakerState(StrEnum):

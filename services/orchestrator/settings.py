@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -35,20 +35,17 @@ class Settings(BaseSettings):
     # ago (HikariCP's "alive bypass window"); 0 pings on every checkout, as SQLAlchemy does
     pool_pre_ping_window_s: float = Field(default=0.0, ge=0)
 
-    # adaptive admission control: a concurrency limit revised from a delay the service observes
-    # (AIMD, see resilience.AdaptiveLimit); requests over the limit are refused with 429 at once.
-    # The delay is the wait for a database bulkhead slot ("queue_wait", needs db_concurrency)
-    # or each request's whole latency ("latency")
+    # admission control on the database bulkhead's queue (resilience.AdaptiveLimit): while a
+    # queue stands (every wait in a window over admission_target_s) at most
+    # db_concurrency + drain rate x admission_max_wait_s requests are admitted, the rest refused
+    # with 429 at once; with no standing queue, admission_max_limit. Needs db_concurrency
     admission_enabled: bool = False
-    admission_signal: Literal["queue_wait", "latency"] = "queue_wait"
-    admission_target_s: float = Field(default=0.05, gt=0)
+    admission_target_s: float = Field(default=0.005, gt=0)
     admission_window_s: float = Field(default=0.1, gt=0)
     admission_min_samples: int = Field(default=10, ge=1)
-    admission_initial_limit: int = Field(default=100, ge=1)
-    admission_min_limit: int = Field(default=8, ge=1)
+    admission_max_wait_s: float = Field(default=0.2, gt=0)
+    admission_min_limit: int = Field(default=16, ge=1)
     admission_max_limit: int = Field(default=500, ge=1)
-    admission_backoff: float = Field(default=0.9, gt=0, lt=1)
-    admission_increase: float = Field(default=2.0, gt=0)
 
     # hard cap on requests/s (token bucket), applied before the adaptive limit
     rate_limit_enabled: bool = False
@@ -84,16 +81,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _admission_limits_ordered(self) -> Settings:
-        if not (self.admission_min_limit <= self.admission_initial_limit
-                <= self.admission_max_limit):
+        if self.admission_min_limit > self.admission_max_limit:
             raise ValueError("admission limits must satisfy admission_min_limit <= "
-                             "admission_initial_limit <= admission_max_limit, not "
-                             f"{self.admission_min_limit}, {self.admission_initial_limit}, "
+                             f"admission_max_limit, not {self.admission_min_limit}, "
                              f"{self.admission_max_limit}")
-        if (self.admission_enabled and self.admission_signal == "queue_wait"
-                and not self.db_concurrency):
-            raise ValueError("admission_signal 'queue_wait' watches the database bulkhead: set "
-                             "db_concurrency above 0, or use admission_signal 'latency'")
+        if self.admission_enabled and not self.db_concurrency:
+            raise ValueError("admission control watches the database bulkhead's queue: set "
+                             "db_concurrency above 0")
         return self
 
     def knobs(self) -> dict[str, Any]:

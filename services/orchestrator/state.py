@@ -47,7 +47,8 @@ class AppState:
     @asynccontextmanager
     async def _bulkhead(self) -> AsyncIterator[None]:
         """A slot of the database bulkhead (none configured: go straight on); the wait for it
-        is the queueing delay in front of the database, recorded for /metrics."""
+        is the queueing delay in front of the database, recorded for /metrics and fed to
+        admission control."""
         bulkhead = self.bulkhead
         if bulkhead is None:
             yield
@@ -57,22 +58,46 @@ class AppState:
             waiting.inc()
             started = time.perf_counter()
             try:
-                await bulkhead.acquire()
+                acquired = await self._wait_for_slot(bulkhead)
             finally:  # a wait cut short by the request deadline counts too
                 waiting.dec()
-                self._record_wait(time.perf_counter() - started)
+                self.telemetry.bulkhead_wait.observe(time.perf_counter() - started)
+            if not acquired:
+                self.telemetry.rate_limited.inc()
+                self.telemetry.admission_shed.labels("queue").inc()
+                raise HTTPException(429, "overloaded (queue)", headers={"Retry-After": "1"})
+            if self.admission is not None:
+                self.admission.observe(time.perf_counter() - started)
         else:
             await bulkhead.acquire()
-            self._record_wait(0.0)
+            self.telemetry.bulkhead_wait.observe(0.0)
+            if self.admission is not None:
+                self.admission.observe(0.0)
         try:
             yield
         finally:
             bulkhead.release()
 
-    def _record_wait(self, waited_s: float) -> None:
-        self.telemetry.bulkhead_wait.observe(waited_s)
-        if self.admission is not None and self.settings.admission_signal == "queue_wait":
-            self.admission.observe(waited_s)
+    async def _wait_for_slot(self, bulkhead: asyncio.Semaphore) -> bool:
+        """Wait for a bulkhead slot: True once taken. With admission control, a request that
+        has waited its ``max_wait_s`` while a queue stands is dropped instead (False), as CoDel
+        drops at the head of a standing queue: a slot served that late would only make the
+        requests behind it late too. In a burst (no standing queue) it waits on, within the
+        request deadline."""
+        admission = self.admission
+        if admission is None:
+            await bulkhead.acquire()
+            return True
+        try:
+            async with asyncio.timeout(admission.max_wait_s):
+                await bulkhead.acquire()
+            return True
+        except TimeoutError:
+            if admission.standing:
+                admission.dropped_total += 1
+                return False
+        await bulkhead.acquire()
+        return True
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[Any]:

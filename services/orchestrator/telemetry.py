@@ -16,16 +16,23 @@ class Telemetry:
         self.in_flight = Gauge("http_requests_in_flight", "Requests being served", registry=r)
         self.rate_limited = Counter("rate_limited", "Requests shed with 429", registry=r)
         self.admission_limit = Gauge("admission_concurrency_limit",
-                                     "Adaptive admission: current concurrency limit", registry=r)
+                                     "Admission control: current concurrency limit", registry=r)
         self.admission_in_flight = Gauge("admission_in_flight",
-                                         "Adaptive admission: admitted requests in flight",
+                                         "Admission control: admitted requests in flight",
                                          registry=r)
         self.admission_shed = Counter("admission_shed", "Requests refused with 429, by cause",
                                       ["reason"], registry=r)
         self.admission_window_p90 = Gauge(
             "admission_window_delay_p90_seconds",
-            "Adaptive admission: 90th percentile of the watched delay (bulkhead queue wait or "
-            "latency) in the last closed window", registry=r)
+            "Admission control: 90th percentile of the bulkhead queue wait in the last closed "
+            "window", registry=r)
+        self.admission_standing = Gauge(
+            "admission_standing_queue",
+            "Admission control: 1 while a queue stands at the bulkhead (every wait in the last "
+            "window over the target), when the limit applies", registry=r)
+        self.admission_drain_rate = Gauge(
+            "admission_drain_rate_per_second",
+            "Admission control: requests/s the bulkhead took in while a queue stood", registry=r)
         self.bulkhead_wait = Histogram("db_bulkhead_wait_seconds",
                                        "Queue wait for a database bulkhead slot",
                                        buckets=LATENCY_BUCKETS, registry=r)

@@ -49,8 +49,9 @@ async def ready(state: StateDep) -> JSONResponse:
                                       "burst": state.limiter.burst,
                                       "rejected_total": state.limiter.rejected_total}
     if state.admission is not None:
-        components["admission"] = {"limit": int(state.admission.limit),
+        components["admission"] = {"limit": state.admission.limit,
                                    "in_flight": state.admission.in_flight,
+                                   "standing_queue": state.admission.standing,
                                    "shed_total": state.admission.shed_total}
     body = {"status": "ready" if not failing else "not_ready", "failing": failing,
             "profile": state.settings.profile, "components": components}
@@ -70,10 +71,13 @@ async def metrics(state: StateDep) -> Response:
         t.pool_checked_out.labels(name).set(figures["checked_out"])
         t.pool_overflow.labels(name).set(figures["overflow"])
     if state.admission is not None:
-        t.admission_limit.set(int(state.admission.limit))
+        t.admission_limit.set(state.admission.limit)
         t.admission_in_flight.set(state.admission.in_flight)
+        t.admission_standing.set(1 if state.admission.standing else 0)
         if state.admission.last_window_p90_s is not None:
             t.admission_window_p90.set(state.admission.last_window_p90_s)
+        if state.admission.drain_rate is not None:
+            t.admission_drain_rate.set(state.admission.drain_rate)
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), state.worker_engine.connect() as conn:
             depth = (await conn.execute(
