@@ -60,6 +60,7 @@ PARAMETERS: dict[str, dict[str, tuple[type, ...]]] = {
         "slo_success": _NUMBER, "min_successes": (int,),
         "unit_cost": (int, float, type(None)), "interview_value": _OPTIONAL_STR,
         "salary_target": _OPTIONAL_STR, "completion_date": _OPTIONAL_STR, "runs_dir": (str,),
+        "comparison_file": _OPTIONAL_STR,
     },
     "compare": {
         "baseline_run": (str,), "candidate_run": (str,), "slo_p95_ms": _NUMBER,
@@ -154,10 +155,18 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
                 salary_target: str | None = None, completion_date: str | None = None,
                 probe_baseline_run: str | Path | None = None,
                 probe_candidate_run: str | Path | None = None,
-                runs_dir: str | Path = "data/runs") -> ReportData:
+                runs_dir: str | Path = "data/runs",
+                comparison_file: str | Path | None = None) -> ReportData:
+    """The report's comparison: read from ``comparison_file`` (the comparison.json that
+    ``loadproof report`` wrote for these runs) when given, else computed from the runs."""
     slo = Slo(slo_p95_ms, slo_success, min_successes)
-    comparison = compare_runs(open_run(baseline_run, runs_dir), open_run(candidate_run, runs_dir),
-                              slo=slo)
+    if comparison_file is not None:
+        from .handoff import read_comparison
+
+        comparison = read_comparison(find_path(comparison_file))
+    else:
+        comparison = compare_runs(open_run(baseline_run, runs_dir),
+                                  open_run(candidate_run, runs_dir), slo=slo)
     probe = None
     if probe_baseline_run and probe_candidate_run:
         probe = compare_runs(open_run(probe_baseline_run, runs_dir),
