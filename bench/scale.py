@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -117,8 +118,11 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_measured(command: list[str], cwd: Path) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS of the whole process tree, exit code)."""
+def run_measured(command: list[str], cwd: Path) -> tuple[float, int, int, float]:
+    """(wall seconds, peak RSS of the whole process tree, exit code, CPU seconds of the tree:
+    user + system of every process it started and waited for). On a shared machine the CPU
+    seconds move less with the load than the wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -141,9 +145,11 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, int, int]:
     elapsed = time.perf_counter() - started
     done.set()
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
         sys.stderr.write(err.decode(errors="replace")[-2000:])
-    return elapsed, peak, proc.returncode
+    return elapsed, peak, proc.returncode, cpu
 
 
 def main() -> None:
@@ -155,6 +161,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="repeats per arm")
     parser.add_argument("--formats", default="html,pdf,md", help="report --formats")
     parser.add_argument("--keep", default=None, help="write the runs here and keep them")
+    parser.add_argument("--verbs", default="compare,report", help="which commands to time")
     args = parser.parse_args()
     cli = [str(Path(sys.executable).parent / "loadproof")]
     print("SYNTHETIC runs (bench/scale.py writes them; no k6 involved): one open-model soak "
@@ -172,10 +179,14 @@ def main() -> None:
                 print(f"{size:>12,} requests per arm: synthetic runs written in "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
             pair = [str(store / "baseline"), str(store / "optimized")]
-            results: dict[str, list[tuple[float, int, int]]] = {"compare": [], "report": []}
+            verbs = args.verbs.split(",")
+            results: dict[str, list[tuple[float, int, int, float]]] = {v: [] for v in verbs}
             for round_ in range(args.rounds):
-                results["compare"].append(run_measured(
-                    cli + ["compare", *pair, "--format", "json"], ROOT))
+                if "compare" in verbs:
+                    results["compare"].append(run_measured(
+                        cli + ["compare", *pair, "--format", "json"], ROOT))
+                if "report" not in verbs:
+                    continue
                 out = store / f"report-{round_}"
                 shutil.rmtree(out, ignore_errors=True)
                 results["report"].append(run_measured(
@@ -185,6 +196,7 @@ def main() -> None:
                 failed = [r[2] for r in rows if r[2]]
                 status = f"  FAILED (exit {failed[0]})" if failed else ""
                 print(f"{size:>12,} requests per arm  {verb:<8} wall {median([r[0] for r in rows]):7.2f} s"
+                      f"  CPU {median([r[3] for r in rows]):7.2f} s"
                       f"  peak {median([r[1] for r in rows]) / 2**20:8,.0f} MiB"
                       f"  (median of {len(rows)}, load average {os.getloadavg()[0]:.2f}){status}",
                       flush=True)

@@ -78,15 +78,12 @@ def read_comparison(path: str | Path) -> Comparison:
 
 
 def release_samples(comparison: Comparison) -> None:
-    """Drop what only comparing needed (sorted samples, 1-second blocks, the bootstrap's cached
+    """Drop what only comparing needed (the 1-second blocks and the bootstrap's cached
     histograms): the figures stay, the memory of one value per request goes."""
-    import numpy as np
-
     from . import stats
 
-    empty = np.empty(0)
     for metrics in (comparison.baseline_metrics, comparison.candidate_metrics):
         for m in metrics:
             for part in (m, *m.per_repeat):
-                part.ok_sorted, part.blocks = empty, None
+                part.blocks = None
     stats._HISTOGRAMS.clear()

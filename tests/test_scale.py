@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from loadproof import aggregate, metrics
 from loadproof import notebook as nb
 from loadproof.compare import compare_runs
