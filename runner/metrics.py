@@ -230,7 +230,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     limited = int(limited_mask.sum())
     requests = len(frame)
     successes = int(ok_mask.sum())
-    latency_ok = Latency.of_values(durations[ok_mask])
+    ok_ms = durations[ok_mask]
+    latency_ok = Latency.of_values(ok_ms)
     latency_all = Latency.of_values(durations)
     parts = [stage_duration(r, run) for r in records]
     sources = list(dict.fromkeys(source for _, source in parts))
@@ -252,7 +253,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
-        blocks=_blocks(frame, ok_mask, duration_s) if blocks else None, records=list(records),
+        blocks=_blocks(frame, ok_mask, ok_ms, latency_ok, duration_s) if blocks else None,
+        records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
         requests=requests, successes=successes, rate_limited=limited,
         errors=requests - successes - limited, duration_s=duration_s,
@@ -268,8 +270,10 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
-def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
-    """1-second blocks from the first request's second (the within-run bootstrap's unit)."""
+def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: Latency,
+            duration_s: float) -> Blocks:
+    """1-second blocks from the first request's second (the within-run bootstrap's unit).
+    ``ok_ms`` are the successful latencies in the frame's order, ``latency_ok`` their figures."""
     if len(frame) == 0:
         empty = np.empty(0, dtype=np.int64)
         return Blocks(empty, empty, np.empty(0), empty, duration_s)
@@ -292,8 +296,9 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
     count = int(block.max()) + 1
     requests = np.bincount(block, minlength=count).astype(np.int64)
     successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)
-    ok_ms = frame["duration_ms"].to_numpy()[ok_mask].astype(np.float64)
-    return Blocks(requests, successes, ok_ms, block[ok_mask], duration_s)
+    known = {0.5: latency_ok.p50_ms, 0.95: latency_ok.p95_ms, 0.99: latency_ok.p99_ms}
+    return Blocks(requests, successes, ok_ms, block[ok_mask], duration_s,
+                  quantiles={q: v for q, v in known.items() if v is not None})
 
 
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:

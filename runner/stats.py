@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -167,6 +167,8 @@ class Blocks:
     ok_ms: FloatArray  # successful latencies, any order
     ok_block: IntArray  # the block of each successful latency
     duration_s: float
+    # nearest-rank quantiles of ok_ms already known (the stage's figures), by q
+    quantiles: dict[float, float] = field(default_factory=dict, compare=False)
 
     @property
     def count(self) -> int:
@@ -186,19 +188,24 @@ _HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray, dict[float, float]]] 
 
 
 def _bucket_of(ms: FloatArray) -> IntArray:
-    """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` (clipped to the
-    buckets) finds it, in linear time: the log gives the bucket to within one, the edges settle
-    it."""
+    """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` clipped to the
+    buckets finds it, in linear time: a single-precision log puts a value in its bucket or
+    next to it, and the few a bucket's edges disagree with are looked up exactly."""
     last = len(_EDGES) - 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        guess = np.floor(np.log(ms / _LOW_MS) / math.log1p(BUCKET_WIDTH))
-    bucket = np.clip(np.nan_to_num(guess, nan=0.0, posinf=last, neginf=0.0), 0, last) \
-        .astype(np.int64)
-    for _ in range(2):  # floating-point rounding can put a value one bucket off
-        below = (ms < _EDGES[bucket]) & (bucket > 0)
-        bucket[below] -= 1
-        above = (ms >= _EDGES[bucket + 1]) & (bucket < last)
-        bucket[above] += 1
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        guess = np.log(ms.astype(np.float32))
+        guess -= np.float32(math.log(_LOW_MS))
+        guess *= np.float32(1 / math.log1p(BUCKET_WIDTH))
+        np.nan_to_num(guess, copy=False, nan=last, posinf=last, neginf=0)
+        np.clip(guess, 0, last, out=guess)
+    bucket = guess.astype(np.int64)  # floor: the guess is not negative
+    del guess
+    wrong = ms < _EDGES[bucket]
+    wrong &= bucket > 0
+    wrong |= (ms >= _EDGES[bucket + 1]) & (bucket < last)
+    wrong |= np.isnan(ms)
+    exact = np.searchsorted(_EDGES, ms[wrong], side="right") - 1
+    bucket[wrong] = np.clip(exact, 0, last)
     return bucket
 
 
@@ -229,6 +236,8 @@ def _exact_quantile(b: Blocks, q: float) -> float:
     """The nearest-rank quantile of the arm's successful latencies; the three the comparison
     asks for are put in place by one partial sort and kept."""
     _, _, exact = _cached(b)
+    if q in b.quantiles:
+        return b.quantiles[q]
     if q not in exact:
         n = len(b.ok_ms)
         wanted = sorted({q, *_BLOCK_QUANTILES})
