@@ -261,9 +261,12 @@ def capacity(report: ReportData) -> Any:
                 for role, run, arm in (("baseline", comp.baseline, cap.baseline),
                                        ("candidate", comp.candidate, cap.candidate))]
         verdict = f" ({cap.verdict})" if cap.ratio is not None else ""
-        parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
-                     f"{html.escape(cap.ratio_text() + verdict)}</h4>"
-                     + _table(pd.DataFrame(rows)))
+        # the report's comparison already carries the searches' capacity (loadproof report
+        # puts it there): its table is shown once, above
+        if not (comp is report.probe and report.comparison.capacity.basis == "search"):
+            parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
+                         f"{html.escape(cap.ratio_text() + verdict)}</h4>"
+                         + _table(pd.DataFrame(rows)))
         for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
             if trace := trace_rows(run):  # a capacity-search run: its trials in order
                 parts.append(f"<h5>Search trace, {role}: {html.escape(run.label)}</h5>"
