@@ -77,6 +77,19 @@ def read_comparison(path: str | Path) -> Comparison:
                             f"({exc.__class__.__name__}: {exc})", path=path) from exc
 
 
+def read_achievement(comparison_file: Path, comparison: Comparison) -> dict[str, Any] | None:
+    """The achievement.json written beside ``comparison_file`` for the same comparison (it was
+    validated against its schema when written), or None when there is none."""
+    path = comparison_file.parent / "achievement.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("comparison_id") != comparison.comparison_id:
+        return None
+    return record
+
+
 def release_samples(comparison: Comparison) -> None:
     """Drop what only comparing needed (the 1-second blocks and the bootstrap's cached
     histograms): the figures stay, the memory of one value per request goes."""

@@ -158,12 +158,15 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
                 runs_dir: str | Path = "data/runs",
                 comparison_file: str | Path | None = None) -> ReportData:
     """The report's comparison: read from ``comparison_file`` (the comparison.json that
-    ``loadproof report`` wrote for these runs) when given, else computed from the runs."""
+    ``loadproof report`` wrote for these runs) when given, with the achievement.json it wrote
+    beside it, else computed from the runs."""
     slo = Slo(slo_p95_ms, slo_success, min_successes)
+    achievement = None
     if comparison_file is not None:
-        from .handoff import read_comparison
+        from .handoff import read_achievement, read_comparison
 
         comparison = read_comparison(find_path(comparison_file))
+        achievement = read_achievement(find_path(comparison_file), comparison)
     else:
         comparison = compare_runs(open_run(baseline_run, runs_dir),
                                   open_run(candidate_run, runs_dir), slo=slo)
@@ -174,7 +177,8 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
     options = AchievementOptions(title=title, unit_cost=unit_cost,
                                  interview_value=interview_value, salary_target=salary_target,
                                  completion_date=completion_date)
-    return ReportData(title, comparison, build_achievement(comparison, options), probe)
+    return ReportData(title, comparison, achievement or build_achievement(comparison, options),
+                      probe)
 
 
 def _table(frame: pd.DataFrame) -> str:

@@ -130,3 +130,21 @@ def test_stage_figures_read_one_stage_at_a_time() -> None:
         ok = every.filter(pl.col("stage") == m.key)
         mask, _, _ = metrics.outcomes(ok)
         assert m.latency_ok.p95_ms == percentile(np.sort(ok["duration_ms"].to_numpy()[mask]), 0.95)
+
+
+def test_the_achievement_written_beside_the_comparison_is_the_reports(tmp_path: Path) -> None:
+    from loadproof.achievements import write_achievement
+
+    fresh = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="t",
+                           unit_cost=100.0)
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(fresh.comparison.to_dict(), default=str))
+    write_achievement(fresh.achievement, tmp_path / "achievement.json")
+    handed = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="other title",
+                            comparison_file=str(path))
+    assert handed.achievement == fresh.achievement  # the CLI's record, not one built again
+    other = dict(fresh.achievement, comparison_id="cmp-0000000000000000")
+    (tmp_path / "achievement.json").write_text(json.dumps(other))
+    rebuilt = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="other title",
+                             comparison_file=str(path))
+    assert rebuilt.achievement["title"] == "other title"
