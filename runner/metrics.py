@@ -282,10 +282,10 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: La
         else np.zeros(len(frame), dtype=np.int64)
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
-    distinct = np.unique(repeats)
-    if len(distinct) == 1:
-        block = ((micros - micros.min()) // 1_000_000).astype(np.int64)
+    if repeats.min() == repeats.max():  # one repeat: no sort of every row to find that out
+        block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
     else:
+        distinct = np.unique(repeats)
         second = np.zeros(len(frame), dtype=np.int64)
         for value in distinct:
             rows = repeats == value
@@ -295,9 +295,10 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: La
         block = np.asarray(inverse, dtype=np.int64).ravel()
     count = int(block.max()) + 1
     requests = np.bincount(block, minlength=count).astype(np.int64)
-    successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)
+    ok_block = block[ok_mask]
+    successes = np.bincount(ok_block, minlength=count).astype(np.int64)
     known = {0.5: latency_ok.p50_ms, 0.95: latency_ok.p95_ms, 0.99: latency_ok.p99_ms}
-    return Blocks(requests, successes, ok_ms, block[ok_mask], duration_s,
+    return Blocks(requests, successes, ok_ms, ok_block, duration_s,
                   quantiles={q: v for q, v in known.items() if v is not None})
 
 

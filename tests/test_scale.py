@@ -148,3 +148,15 @@ def test_the_achievement_written_beside_the_comparison_is_the_reports(tmp_path: 
     rebuilt = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="other title",
                              comparison_file=str(path))
     assert rebuilt.achievement["title"] == "other title"
+
+
+def test_bootstrap_buckets_are_the_searchsorted_buckets() -> None:
+    from loadproof import stats
+
+    rng = np.random.default_rng(0)
+    edges = stats._EDGES
+    values = np.concatenate([rng.lognormal(3, 2, 200_000), edges, np.nextafter(edges, 0),
+                             np.nextafter(edges, np.inf),
+                             [0.0, -1.0, 1e-9, 1e7, np.inf, np.nan, 1e300]])
+    expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    assert np.array_equal(stats._bucket_of(values), expected)
