@@ -166,6 +166,12 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
         from .handoff import read_achievement, read_comparison
 
         comparison = read_comparison(find_path(comparison_file))
+        for role, ref, run in (("baseline_run", baseline_run, comparison.baseline),
+                               ("candidate_run", candidate_run, comparison.candidate)):
+            if open_run(ref, runs_dir).run_id != run.run_id:
+                raise UsageError(f"comparison_file {comparison_file} compares run "
+                                 f"{run.run_id} as the {role.removesuffix('_run')}, not "
+                                 f"{role}={ref}")
         achievement = read_achievement(find_path(comparison_file), comparison)
     else:
         comparison = compare_runs(open_run(baseline_run, runs_dir),

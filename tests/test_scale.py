@@ -160,3 +160,14 @@ def test_bootstrap_buckets_are_the_searchsorted_buckets() -> None:
                              [0.0, -1.0, 1e-9, 1e7, np.inf, np.nan, 1e300]])
     expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
     assert np.array_equal(stats._bucket_of(values), expected)
+
+
+def test_a_comparison_file_of_other_runs_is_refused(tmp_path: Path) -> None:
+    from loadproof.errors import UsageError
+
+    comparison = compare_runs(load_run(SAMPLE / "baseline"), load_run(SAMPLE / "optimized"))
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(comparison.to_dict(), default=str))
+    with pytest.raises(UsageError, match="candidate_run"):
+        nb.load_report(SAMPLE / "baseline", SAMPLE / "probe-optimized", title="t",
+                       comparison_file=str(path))
