@@ -86,10 +86,12 @@ def _old_over_time(run_path: Path) -> pl.DataFrame:
     """The per-second p95 as the chart computed it from every request in memory."""
     run = load_run(run_path)
     frame = pl.concat([pl.read_parquet(run.path / r["requests_file"],
-                                       columns=["timestamp", "duration_ms", "status"])
+                                       columns=["timestamp", "duration_ms", "status", "expected"])
                        for r in run.usable_stages()]).sort("timestamp")
     start = frame["timestamp"].min()
-    return (frame.filter(pl.col("status").is_between(200, 299))
+    ok = pl.col("status").is_between(200, 299) | (pl.col("status").is_null()
+                                                   & pl.col("expected").fill_null(False))
+    return (frame.filter(ok)
             .with_columns(((pl.col("timestamp") - start).dt.total_milliseconds() // 1000)
                           .alias("second"))
             .group_by("second").agg(pl.col("duration_ms").quantile(0.95).alias("p95_ms"))
