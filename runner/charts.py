@@ -16,6 +16,7 @@ import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from . import aggregate  # noqa: E402
 from .compare import Comparison  # noqa: E402
 from .metrics import StageMetrics  # noqa: E402
 from .store import Run  # noqa: E402
@@ -232,24 +233,11 @@ def outcome_shares(comparison: Comparison) -> Chart:
 
 
 def _over_time(run: Run, role: str) -> pd.DataFrame:
-    frames = []
-    for record in run.usable_stages():
-        frame = pl.read_parquet(run.path / record["requests_file"],
-                                columns=["timestamp", "duration_ms", "status", "expected"])
-        frames.append(frame)
-    if not frames:
+    if not run.usable_stages():
         return _own_timeline(run, role)
-    frame = pl.concat(frames).sort("timestamp")
-    start = frame["timestamp"].min()
-    # a Gatling OK has no status in its log: its success is the expected column
-    ok = pl.col("status").is_between(200, 299) | (pl.col("status").is_null()
-                                                   & pl.col("expected").fill_null(False))
-    binned = (frame.filter(ok)
-              .with_columns(((pl.col("timestamp") - start).dt.total_milliseconds() // 1000)
-                            .alias("second"))
-              .group_by("second").agg(pl.col("duration_ms").quantile(0.95).alias("p95_ms"))
-              .sort("second"))
-    result = binned.to_pandas()
+    result = aggregate.p95_per_second(run).to_pandas()
+    if result.empty:
+        return pd.DataFrame()
     result["arm"] = f"{role}: {run.label}"
     return result
 
@@ -310,16 +298,19 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
     described = []
     for role, label, metrics in _arms(comparison):
         m = next((m for m in metrics if m.key == key), None)
-        if m is not None and len(m.ok_sorted):
-            frames.append(pd.DataFrame({"latency_ms": m.ok_sorted, "arm": f"{role}: {label}"}))
-            described.append(f"{_arm_name(role, label)} {len(m.ok_sorted):,} answers, median "
+        run = comparison.baseline if role in ("baseline", "run") else comparison.candidate
+        counts = aggregate.latency_histogram(run, m.key).to_pandas() if m is not None \
+            else pd.DataFrame()
+        if m is not None and not counts.empty:
+            frames.append(counts.assign(arm=f"{role}: {label}"))
+            described.append(f"{_arm_name(role, label)} {m.latency_ok.count:,} answers, median "
                              f"{_ms(float(m.latency_ok.p50_ms or 0))}, p95 "
                              f"{_ms(float(m.latency_ok.p95_ms or 0))}")
         else:
             described.append(f"{_arm_name(role, label)} no successful answers")
     fig, ax = plt.subplots(figsize=(8, 3.8))
     if frames:
-        sns.ecdfplot(pd.concat(frames), x="latency_ms", hue="arm", ax=ax,
+        sns.ecdfplot(pd.concat(frames), x="latency_ms", weights="count", hue="arm", ax=ax,
                      palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(frames)])
         ax.set_xscale("log")
     ax.set(xlabel="latency of successful answers (ms)", ylabel="share of requests",

@@ -85,6 +85,10 @@ _K6_ERROR = re.compile(r'level=error msg="((?:[^"\\]|\\.)*)"')
 STOP_GRACE_S = 30.0  # k6's time to stop gracefully (and write its summary) after SIGINT
 BOUND_SLACK_S = 120.0  # k6 is stopped this long after its stage (or test) should have ended
 PLAN_MODES = ("auto", "stages", "script")
+# what k6 writes per request while a stage runs, recorded in each stage record: its plain CSV
+# (bench/raw_output.py measures its gzip CSV against it; the readers of the raw file, live
+# progress and early stop among them, read plain CSV)
+RAW_OUTPUT = "csv"
 # sub-metrics of the measured scenario, so k6's summary carries them apart from the warm-up
 MAIN_THRESHOLDS: dict[str, list[Any]] = {
     "http_req_duration{scenario:main}": [], "http_req_failed{scenario:main}": [],
@@ -463,6 +467,7 @@ class RunSession:
             "dir": stage_dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
             "level": stage.level, "model": stage.model, "duration_s": stage.duration_s,
             "warmup_s": stage.warmup_s, "status": "running", "started_at": iso(utcnow()),
+            "raw_output": RAW_OUTPUT,
         }
         run.manifest["stages"].append(record)
         run.save()
@@ -547,7 +552,8 @@ class RunSession:
                 "dir": dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
                 "level": stage.level, "model": stage.model,
                 "duration_s": stage.duration_s or None, "warmup_s": 0.0,
-                "planned": stage.source, "status": "running", "started_at": iso(utcnow())})
+                "planned": stage.source, "status": "running", "started_at": iso(utcnow()),
+                "raw_output": RAW_OUTPUT})
         run.manifest["stages"].extend(records)
         run.save()
         entry = stage_dir / "loadproof-wrapper.js"

@@ -18,8 +18,10 @@ as fine as the file's time format)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,19 @@ class Latency:
     p99_ms: float | None
     max_ms: float | None
     count: int
+
+    @classmethod
+    def of_values(cls, values_ms: FloatArray) -> Latency:
+        """The same figures as :meth:`of` from values in any order: only the nearest ranks are
+        put in place (a partial sort), no sorted copy is made."""
+        n = len(values_ms)
+        if n == 0:
+            return cls.of(values_ms)
+        ranks = {q: min(max(math.ceil(n * q), 1) - 1, n - 1) for q in (0.50, 0.90, 0.95, 0.99)}
+        placed = np.partition(values_ms, sorted({*ranks.values(), n - 1}))
+        return cls(p50_ms=float(placed[ranks[0.50]]), p90_ms=float(placed[ranks[0.90]]),
+                   p95_ms=float(placed[ranks[0.95]]), p99_ms=float(placed[ranks[0.99]]),
+                   max_ms=float(placed[n - 1]), count=n)
 
     @classmethod
     def of(cls, sorted_ms: FloatArray) -> Latency:
@@ -78,8 +93,6 @@ class StageMetrics:
     success_source: str = "status 2xx-3xx"
     # where duration_s comes from: "planned", "measured (...)", "k6 summary", "timestamps (1 s)"
     duration_source: str = "planned"
-    # sorted samples, kept for the bootstrap; not serialized
-    ok_sorted: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
     per_repeat: list[StageMetrics] = field(default_factory=list, repr=False)
     # 1-second blocks for the within-run bootstrap; not serialized
     blocks: Blocks | None = field(default=None, repr=False)
@@ -87,22 +100,32 @@ class StageMetrics:
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for private in ("ok_sorted", "blocks", "records"):
-            data.pop(private)
+        # field by field: asdict would deep-copy the samples and blocks only to drop them
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("blocks", "records", "per_repeat")}
+        data["latency_ok"], data["latency_all"] = asdict(self.latency_ok), asdict(self.latency_all)
         data["per_repeat"] = [r.to_dict() for r in self.per_repeat]
         return data
 
 
-def read_requests(run: Run) -> pl.DataFrame:
+_COLUMNS = ["duration_ms", "status", "expected", "repeat", "timestamp"]
+
+
+def read_requests(run: Run, key: str | None = None) -> pl.DataFrame:
+    """The columns the figures need, of one stage key (the filter pushed into the scan, so
+    only that stage's rows are read) or of every stage."""
     files = list(dict.fromkeys(run.requests_files()))  # imported stages may share a file
+    if key is not None:
+        files = list(dict.fromkeys(run.path / r["requests_file"] for r in run.usable_stages()
+                                   if r["key"] == key and r.get("requests_file")))
     if not files:
         raise RunStoreError(f"run {run.run_id} has no request data (no stage finished with "
                             f"requests.parquet) in {run.path}", path=run.path)
     try:
-        return pl.concat([pl.read_parquet(f, columns=["duration_ms", "status", "expected",
-                                                      "stage", "repeat", "timestamp"])
-                          for f in files])
+        scan = pl.scan_parquet(files)
+        if key is not None:
+            return scan.filter(pl.col("stage") == key).select(_COLUMNS).collect()
+        return scan.select([*_COLUMNS, "stage"]).collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise RunStoreError(f"run {run.run_id}: cannot read request data ({exc})",
                             path=run.path) from exc
@@ -201,14 +224,15 @@ def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | Non
 
 
 def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
-           run: Run) -> StageMetrics:
-    durations = frame["duration_ms"].to_numpy()
+           run: Run, *, blocks: bool = True) -> StageMetrics:
+    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
     ok_mask, limited_mask, success_source = outcomes(frame)
     limited = int(limited_mask.sum())
     requests = len(frame)
     successes = int(ok_mask.sum())
-    ok_sorted = np.sort(durations[ok_mask]).astype(np.float64)
-    all_sorted = np.sort(durations).astype(np.float64)
+    ok_ms = durations[ok_mask]
+    latency_ok = Latency.of_values(ok_ms)
+    latency_all = Latency.of_values(durations)
     parts = [stage_duration(r, run) for r in records]
     sources = list(dict.fromkeys(source for _, source in parts))
     if records and all(d is not None for d, _ in parts):
@@ -229,7 +253,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
-        blocks=_blocks(frame, ok_mask, duration_s), records=list(records),
+        blocks=_blocks(frame, ok_mask, ok_ms, latency_ok, duration_s) if blocks else None,
+        records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
         requests=requests, successes=successes, rate_limited=limited,
         errors=requests - successes - limited, duration_s=duration_s,
@@ -239,14 +264,16 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         rate_limited_share=limited / requests if requests else None,
         error_share=(requests - successes - limited) / requests if requests else None,
         dropped_iterations=dropped,
-        latency_ok=Latency.of(ok_sorted), latency_all=Latency.of(all_sorted),
+        latency_ok=latency_ok, latency_all=latency_all,
         summary_p95_ms=_summary_p95(run, records), success_source=success_source,
-        duration_source=duration_source, ok_sorted=ok_sorted,
+        duration_source=duration_source,
     )
 
 
-def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
-    """1-second blocks from the first request's second (the within-run bootstrap's unit)."""
+def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: Latency,
+            duration_s: float) -> Blocks:
+    """1-second blocks from the first request's second (the within-run bootstrap's unit).
+    ``ok_ms`` are the successful latencies in the frame's order, ``latency_ok`` their figures."""
     if len(frame) == 0:
         empty = np.empty(0, dtype=np.int64)
         return Blocks(empty, empty, np.empty(0), empty, duration_s)
@@ -255,10 +282,10 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
         else np.zeros(len(frame), dtype=np.int64)
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
-    distinct = np.unique(repeats)
-    if len(distinct) == 1:
-        block = ((micros - micros.min()) // 1_000_000).astype(np.int64)
+    if repeats.min() == repeats.max():  # one repeat: no sort of every row to find that out
+        block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
     else:
+        distinct = np.unique(repeats)
         second = np.zeros(len(frame), dtype=np.int64)
         for value in distinct:
             rows = repeats == value
@@ -268,9 +295,11 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, duration_s: float) -> Blocks:
         block = np.asarray(inverse, dtype=np.int64).ravel()
     count = int(block.max()) + 1
     requests = np.bincount(block, minlength=count).astype(np.int64)
-    successes = np.bincount(block[ok_mask], minlength=count).astype(np.int64)
-    ok_ms = frame["duration_ms"].to_numpy()[ok_mask].astype(np.float64)
-    return Blocks(requests, successes, ok_ms, block[ok_mask], duration_s)
+    ok_block = block[ok_mask]
+    successes = np.bincount(ok_block, minlength=count).astype(np.int64)
+    known = {0.5: latency_ok.p50_ms, 0.95: latency_ok.p95_ms, 0.99: latency_ok.p99_ms}
+    return Blocks(requests, successes, ok_ms, ok_block, duration_s,
+                  quantiles={q: v for q, v in known.items() if v is not None})
 
 
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
@@ -322,7 +351,8 @@ def stage_metrics(run: Run) -> list[StageMetrics]:
     summary_only = [s for s in run.stages if s.get("summary_only")]
     if summary_only:
         return [from_summary(record, run) for record in summary_only]
-    frame = read_requests(run)
+    if not run.requests_files():
+        read_requests(run)  # raises, naming the run that has no request data
     records_by_key: dict[str, list[dict[str, Any]]] = {}
     for record in run.usable_stages():
         records_by_key.setdefault(record["key"], []).append(record)
@@ -330,12 +360,14 @@ def stage_metrics(run: Run) -> list[StageMetrics]:
         raise RunStoreError(f"run {run.run_id} lists no stage with data", path=run.path)
     results = []
     for key, records in sorted(records_by_key.items(), key=lambda kv: kv[1][0].get("index", 0)):
-        stage_frame = frame.filter(pl.col("stage") == key)
+        stage_frame = read_requests(run, key)  # one stage's rows at a time
         pooled = _build(key, records, stage_frame, run)
-        if len(records) > 1:
+        if len(records) > 1:  # the within-run bootstrap uses the pooled stage's blocks only
             pooled.per_repeat = [
-                _build(key, [r], stage_frame.filter(pl.col("repeat") == int(r["repeat"])), run)
+                _build(key, [r], stage_frame.filter(pl.col("repeat") == int(r["repeat"])), run,
+                       blocks=False)
                 for r in records]
+        del stage_frame
         results.append(pooled)
     return results
 

@@ -60,6 +60,7 @@ PARAMETERS: dict[str, dict[str, tuple[type, ...]]] = {
         "slo_success": _NUMBER, "min_successes": (int,),
         "unit_cost": (int, float, type(None)), "interview_value": _OPTIONAL_STR,
         "salary_target": _OPTIONAL_STR, "completion_date": _OPTIONAL_STR, "runs_dir": (str,),
+        "comparison_file": _OPTIONAL_STR,
     },
     "compare": {
         "baseline_run": (str,), "candidate_run": (str,), "slo_p95_ms": _NUMBER,
@@ -154,10 +155,27 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
                 salary_target: str | None = None, completion_date: str | None = None,
                 probe_baseline_run: str | Path | None = None,
                 probe_candidate_run: str | Path | None = None,
-                runs_dir: str | Path = "data/runs") -> ReportData:
+                runs_dir: str | Path = "data/runs",
+                comparison_file: str | Path | None = None) -> ReportData:
+    """The report's comparison: read from ``comparison_file`` (the comparison.json that
+    ``loadproof report`` wrote for these runs) when given, with the achievement.json it wrote
+    beside it, else computed from the runs."""
     slo = Slo(slo_p95_ms, slo_success, min_successes)
-    comparison = compare_runs(open_run(baseline_run, runs_dir), open_run(candidate_run, runs_dir),
-                              slo=slo)
+    achievement = None
+    if comparison_file is not None:
+        from .handoff import read_achievement, read_comparison
+
+        comparison = read_comparison(find_path(comparison_file))
+        for role, ref, run in (("baseline_run", baseline_run, comparison.baseline),
+                               ("candidate_run", candidate_run, comparison.candidate)):
+            if open_run(ref, runs_dir).run_id != run.run_id:
+                raise UsageError(f"comparison_file {comparison_file} compares run "
+                                 f"{run.run_id} as the {role.removesuffix('_run')}, not "
+                                 f"{role}={ref}")
+        achievement = read_achievement(find_path(comparison_file), comparison)
+    else:
+        comparison = compare_runs(open_run(baseline_run, runs_dir),
+                                  open_run(candidate_run, runs_dir), slo=slo)
     probe = None
     if probe_baseline_run and probe_candidate_run:
         probe = compare_runs(open_run(probe_baseline_run, runs_dir),
@@ -165,7 +183,8 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
     options = AchievementOptions(title=title, unit_cost=unit_cost,
                                  interview_value=interview_value, salary_target=salary_target,
                                  completion_date=completion_date)
-    return ReportData(title, comparison, build_achievement(comparison, options), probe)
+    return ReportData(title, comparison, achievement or build_achievement(comparison, options),
+                      probe)
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -252,9 +271,12 @@ def capacity(report: ReportData) -> Any:
                 for role, run, arm in (("baseline", comp.baseline, cap.baseline),
                                        ("candidate", comp.candidate, cap.candidate))]
         verdict = f" ({cap.verdict})" if cap.ratio is not None else ""
-        parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
-                     f"{html.escape(cap.ratio_text() + verdict)}</h4>"
-                     + _table(pd.DataFrame(rows)))
+        # the report's comparison already carries the searches' capacity (loadproof report
+        # puts it there): its table is shown once, above
+        if not (comp is report.probe and report.comparison.capacity.basis == "search"):
+            parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
+                         f"{html.escape(cap.ratio_text() + verdict)}</h4>"
+                         + _table(pd.DataFrame(rows)))
         for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
             if trace := trace_rows(run):  # a capacity-search run: its trials in order
                 parts.append(f"<h5>Search trace, {role}: {html.escape(run.label)}</h5>"

@@ -16,6 +16,7 @@ from typing import Any
 from .achievements import AchievementOptions, build_achievement, update_feed, write_achievement
 from .compare import Slo, compare_runs
 from .errors import ReportError, RunStoreError, UsageError
+from .handoff import release_samples
 from .progress import Progress
 from .site import build_site
 from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
@@ -186,6 +187,10 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     if "md" in wanted:
         (out / "report.md").write_text(render_markdown(comparison, achievement, title),
                                        encoding="utf-8")
+    comparison_path = out / "comparison.json"
+    comparison_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=_json_default),
+                               encoding="utf-8")
+    release_samples(comparison)  # the notebook reads the figures from comparison.json
     if "html" in wanted or "pdf" in wanted:
         progress.line("report: executing notebooks/report.ipynb")
         parameters: dict[str, Any] = {
@@ -196,6 +201,7 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             "min_successes": slo.min_successes, "unit_cost": options.unit_cost,
             "interview_value": options.interview_value, "salary_target": options.salary_target,
             "completion_date": options.completion_date, "runs_dir": str(runs_dir.resolve()),
+            "comparison_file": str(comparison_path.resolve()),
         }
         executed = execute_notebook("report", out / "report.ipynb", parameters)
         html_path = export_html(executed, out / "report.html")
@@ -204,8 +210,6 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             export_pdf(html_path, out / "report.pdf")
         if "html" not in wanted:
             html_path.unlink()
-    (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2,
-                                                    default=_json_default), encoding="utf-8")
     progress.line(f"report: portfolio page {build_site(reports_dir)}")
     progress.line(f"report: {out}")
     return out

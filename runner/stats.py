@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -167,6 +167,8 @@ class Blocks:
     ok_ms: FloatArray  # successful latencies, any order
     ok_block: IntArray  # the block of each successful latency
     duration_s: float
+    # nearest-rank quantiles of ok_ms already known (the stage's figures), by q
+    quantiles: dict[float, float] = field(default_factory=dict, compare=False)
 
     @property
     def count(self) -> int:
@@ -182,22 +184,70 @@ def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatAr
 _LOW_MS, _HIGH_MS = 1e-3, 1e6
 _EDGES = np.asarray(_LOW_MS * (1 + BUCKET_WIDTH) ** np.arange(
     int(math.ceil(math.log(_HIGH_MS / _LOW_MS) / math.log1p(BUCKET_WIDTH))) + 2), dtype=np.float64)
-_HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray]] = {}
+_HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray, dict[float, float]]] = {}
 
 
-def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
-    """(the buckets this arm uses, its blocks x those buckets counts), built once per arm."""
+def _bucket_of(ms: FloatArray) -> IntArray:
+    """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` clipped to the
+    buckets finds it, in linear time: a single-precision log puts a value in its bucket or
+    next to it, and the few a bucket's edges disagree with are looked up exactly."""
+    last = len(_EDGES) - 2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        guess = np.log(ms.astype(np.float32))
+        guess -= np.float32(math.log(_LOW_MS))
+        guess *= np.float32(1 / math.log1p(BUCKET_WIDTH))
+        np.nan_to_num(guess, copy=False, nan=last, posinf=last, neginf=0)
+        np.clip(guess, 0, last, out=guess)
+    bucket = guess.astype(np.int64)  # floor: the guess is not negative
+    del guess
+    wrong = ms < _EDGES[bucket]
+    wrong &= bucket > 0
+    wrong |= (ms >= _EDGES[bucket + 1]) & (bucket < last)
+    wrong |= np.isnan(ms)
+    exact = np.searchsorted(_EDGES, ms[wrong], side="right") - 1
+    bucket[wrong] = np.clip(exact, 0, last)
+    return bucket
+
+
+def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
+    """(the buckets this arm uses, its blocks x those buckets counts, its exact quantiles by q),
+    built once per arm."""
     cached = _HISTOGRAMS.get(id(b))
     if cached is not None and cached[0] is b:
-        return cached[1], cached[2]
-    buckets = np.clip(np.searchsorted(_EDGES, b.ok_ms, side="right") - 1, 0, len(_EDGES) - 2)
-    used, column = np.unique(buckets, return_inverse=True)
-    flat = np.bincount(b.ok_block * len(used) + column.ravel(), minlength=b.count * len(used))
+        return cached[1], cached[2], cached[3]
+    buckets = _bucket_of(b.ok_ms)
+    present = np.bincount(buckets, minlength=len(_EDGES) - 1) > 0
+    used = np.flatnonzero(present).astype(np.int64)
+    column = (np.cumsum(present) - 1)[buckets]
+    flat = np.bincount(b.ok_block * len(used) + column, minlength=b.count * len(used))
     hist = flat.reshape(b.count, len(used)).astype(np.float64)
     if len(_HISTOGRAMS) > 64:
         _HISTOGRAMS.clear()
-    _HISTOGRAMS[id(b)] = (b, used.astype(np.int64), hist)
-    return used.astype(np.int64), hist
+    _HISTOGRAMS[id(b)] = (b, used, hist, {})
+    return used, hist, _HISTOGRAMS[id(b)][3]
+
+
+def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
+    used, hist, _ = _cached(b)
+    return used, hist
+
+
+def _exact_quantile(b: Blocks, q: float) -> float:
+    """The nearest-rank quantile of the arm's successful latencies; the three the comparison
+    asks for are put in place by one partial sort and kept."""
+    _, _, exact = _cached(b)
+    if q in b.quantiles:
+        return b.quantiles[q]
+    if q not in exact:
+        n = len(b.ok_ms)
+        wanted = sorted({q, *_BLOCK_QUANTILES})
+        ranks = [max(math.ceil(n * w), 1) - 1 for w in wanted]
+        placed = np.partition(b.ok_ms, ranks)
+        exact.update({w: float(placed[r]) for w, r in zip(wanted, ranks, strict=True)})
+    return exact[q]
+
+
+_BLOCK_QUANTILES = (0.5, 0.95, 0.99)
 
 
 def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
@@ -211,8 +261,7 @@ def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
     index = np.minimum((cumulative < targets[:, None]).sum(axis=1), len(used) - 1)
     bucket = used[index]
     bucketed = np.sqrt(_EDGES[bucket] * _EDGES[bucket + 1])
-    rank = max(math.ceil(len(b.ok_ms) * q), 1) - 1
-    exact = float(np.partition(b.ok_ms, rank)[rank])
+    exact = _exact_quantile(b, q)
     return np.asarray(bucketed[1:] * (exact / bucketed[0]), dtype=np.float64)
 
 
