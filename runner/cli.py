@@ -55,9 +55,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                      service_overrides=overrides, plan_mode=args.plan,
                      stages_given=args.stages is not None,
                      override_script_options=args.override_script_options,
-                     generators=args.generators)
+                     generators=args.generators,
+                     server=server_options(args))
     print(run.path)
     return 0 if run.status == "complete" else 1
+
+
+def server_options(args: argparse.Namespace) -> dict[str, object]:
+    """--prometheus, --prometheus-requests/-latency, --prometheus-rw and --target-pid."""
+    from .promscrape import check_options
+
+    return check_options(args)
+
+
+def add_integrity_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus", default=None, metavar="URL",
+                        help="the target's Prometheus metrics, scraped around each stage's "
+                             "measured window (with --profile: its /metrics)")
+    parser.add_argument("--prometheus-requests", default=None, metavar="METRIC",
+                        help="the server's request counter (default "
+                             "http_request_duration_seconds_count)")
+    parser.add_argument("--prometheus-latency", default=None, metavar="METRIC",
+                        help="the server's latency histogram (default "
+                             "http_request_duration_seconds)")
+    parser.add_argument("--prometheus-rw", default=None, metavar="URL",
+                        help="send k6's metrics to this Prometheus remote-write endpoint")
+    parser.add_argument("--target-pid", type=int, default=None, metavar="PID",
+                        help="sample the CPU and memory of this process (and its children): "
+                             "a --target loadproof did not start")
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
@@ -311,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "vus, duration or iterations (refused otherwise)")
     run.add_argument("--keep-raw", action="store_true", help="keep k6's raw CSV per stage")
     _add_generators_arg(run)
+    add_integrity_arguments(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one setting of the reference service's profile "
                           "(with --profile), e.g. --set pool_pre_ping=false")

@@ -164,6 +164,20 @@ def wait_quiet(timeout_s: float = QUIET_TIMEOUT_S, threshold: float = QUIET_CORE
                     "quiet": last < threshold, "threshold_cores": threshold}
 
 
+def target_pids(pid: int) -> list[int]:
+    """``--target-pid``: the process (and, through ``_tree``, its children) of a target
+    loadproof did not start; a usage error when no such process runs."""
+    from .errors import UsageError
+
+    try:
+        psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        raise UsageError(f"--target-pid {pid}: no such process") from None
+    except psutil.AccessDenied:
+        raise UsageError(f"--target-pid {pid}: not allowed to read its CPU times") from None
+    return [pid]
+
+
 def service_pids(service: Any) -> list[int]:
     """The reference service's process and its database's postmaster (found as the parent of
     the backend that answered the readiness check), when they run on this machine."""

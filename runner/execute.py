@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import polars as pl
 
-from . import conditions, shards
+from . import conditions, promscrape, shards
 from .conditions import CpuWatch
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically, summary_values
@@ -171,6 +171,7 @@ class K6Outcome:
     conditions: dict[str, Any]  # CPU of k6, the target and the rest while k6 ran
     watch: CpuWatch | None = None  # its once-a-second resource timeline
     stopped_early: str | None = None  # why the caller's stop_when ended k6 before its end
+    scraper: promscrape.Scraper | None = None  # the server's metrics around the window
 
 
 @dataclass
@@ -196,6 +197,13 @@ class RunSession:
     stages_given: bool = True
     override_script_options: bool = False
     generators: int = 1  # k6 processes per stage, one execution segment each (runner/shards.py)
+    # the server's Prometheus metrics (--prometheus; the reference service's own /metrics
+    # when loadproof started it) and the series read from them
+    prometheus: str | None = None
+    prometheus_requests: str = promscrape.DEFAULT_REQUESTS_METRIC
+    prometheus_latency: str = promscrape.DEFAULT_LATENCY_METRIC
+    target_pid: int | None = None  # --target-pid: sample a target loadproof did not start
+    prometheus_rw: str | None = None  # --prometheus-rw: k6's metrics to a remote-write URL
     run: Run | None = None
     _service: Any = None
     # the target's processes (service and database) when loadproof started it; None: unknown
@@ -233,6 +241,11 @@ class RunSession:
         else:
             assert self.target is not None
             preflight(self.target)
+            if self.target_pid is not None:
+                self._target_pids = conditions.target_pids(self.target_pid)
+            if self.prometheus is not None:
+                promscrape.preflight(promscrape.ServerMetrics(
+                    self.prometheus, self.prometheus_requests, self.prometheus_latency))
         run_id, path = create_run_dir(Path(self.out_dir), self.label)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -395,7 +408,8 @@ class RunSession:
 
     def _drive_k6(self, cmd: list[str], env: Mapping[str, str], cwd: Path, title: str,
                   raw_csv: Path, limit_s: float,
-                  stop_when: Callable[[float], str | None] | None = None) -> K6Outcome:
+                  stop_when: Callable[[float], str | None] | None = None,
+                  scraper: promscrape.Scraper | None = None) -> K6Outcome:
         """Run k6 with a live status line until it exits; k6 is stopped (its whole process
         group) on every way out of here: its time bound, Ctrl-C, ``stop_when``, or any
         exception."""
@@ -410,6 +424,8 @@ class RunSession:
                 # session of its own, so the terminal's SIGINT does not reach it)
                 # the target's CPU is known when loadproof started it; k6's is read when reaped
                 watch = conditions.CpuWatch({"target": self._target_pids}).start()
+                if scraper is not None:
+                    scraper.start()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
                                         cwd=cwd, start_new_session=True)
                 started = time.monotonic()
@@ -440,15 +456,32 @@ class RunSession:
             finally:
                 if proc is not None:
                     stop_k6(proc)  # a no-op when k6 has already exited
+                if scraper is not None:
+                    scraper.stop()  # the window's last scrape, after k6's last request
                 self.progress.done()
         assert proc is not None
-        return K6Outcome(proc.returncode, interrupted, timed_out, watch.stop(), watch, stopped)
+        return K6Outcome(proc.returncode, interrupted, timed_out, watch.stop(), watch, stopped,
+                         scraper)
+
+    def _scraper(self, stage: Stage, stage_dir: Path) -> tuple[promscrape.Scraper | None, float]:
+        """The stage's server-metrics scraper and the gap it needs before the measured scenario
+        (none when the server's metrics are unknown or k6 runs a script as it is)."""
+        url = self.prometheus or (f"{self.target}/metrics" if self._service is not None
+                                  else None)
+        drivable = is_shipped(self._script_path) or self._script_options is not None
+        if url is None or not drivable or self.generators > 1:  # sharded: not scraped yet
+            return None, 0.0
+        return promscrape.stage_scraper(
+            promscrape.ServerMetrics(url, self.prometheus_requests, self.prometheus_latency),
+            stage_dir / "k6.log", stage.warmup_s, is_shipped(self._script_path))
 
     def _k6_cmd(self, raw_csv: Path, summary_tmp: Path, entry: Path) -> list[str]:
         # absolute paths: k6 runs in the stage's folder (so files a script's handleSummary
         # writes land there, not in the caller's folder)
         cmd = [str(self._k6), "run", "--no-color", "--quiet", "--out",
                f"csv={raw_csv.resolve()}"]
+        if self.prometheus_rw:
+            cmd += ["--out", "experimental-prometheus-rw"]  # its URL: K6_PROMETHEUS_RW_...
         if not is_shipped(self._script_path):
             # user scripts: the summary in the legacy export format
             cmd += ["--summary-export", str(summary_tmp.resolve())]
@@ -471,6 +504,9 @@ class RunSession:
         }
         run.manifest["stages"].append(record)
         run.save()
+        scraper, gap_s = self._scraper(stage, stage_dir)
+        if gap_s:
+            record["window_gap_s"] = gap_s
         entry = self._script_path
         extra: list[str] = []
         if not is_shipped(self._script_path) and self._script_options is None:
@@ -482,18 +518,19 @@ class RunSession:
             # rate, the warm-up as a scenario of its own (kept out of the figures)
             entry = stage_dir / "loadproof-wrapper.js"
             entry.write_text(driven_wrapper(
-                self._script_path, scenarios=stage.k6_scenarios(self.generators),
+                self._script_path, scenarios=stage.k6_scenarios(self.generators, gap_s),
                 tags={"stage": stage.key, "repeat": str(repeat)}, thresholds=MAIN_THRESHOLDS,
                 functions=(self._script_options.exec_functions()
                            if self._script_options is not None else [])))
         cmd = self._k6_cmd(raw_csv, summary_tmp, entry)
         cmd[-1:-1] = extra
-        env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp.resolve())}
+        env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp.resolve()),
+               **promscrape.k6_env(gap_s, self.prometheus_rw)}
         title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
         self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
-        limit_s = stage.duration_s + stage.warmup_s + BOUND_SLACK_S
+        limit_s = stage.duration_s + stage.warmup_s + gap_s + BOUND_SLACK_S
         sharded = None
         if self.generators > 1:  # N k6 processes, one execution segment each
             sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv, summary_tmp,
@@ -501,7 +538,7 @@ class RunSession:
             outcome = sharded.outcome
         else:
             outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv, limit_s=limit_s,
-                                     stop_when=stop_when)
+                                     stop_when=stop_when, scraper=scraper)
         if outcome.stopped_early is not None:
             record["stopped_early"] = outcome.stopped_early
         self._record_exit(record, outcome, stage_dir)
@@ -514,6 +551,7 @@ class RunSession:
             self._record_window([record], [stage], stage_dir, outcome)
             if outcome.watch is not None:
                 conditions.record_stage(outcome.watch, record, stage_dir)
+            promscrape.record_stage(outcome.scraper, record, stage_dir, raw_csv)
             self._drop_raw([record], raw_csv)
         except Exception as exc:  # a broken stage must not lose the finished ones
             record["status"] = "failed"
@@ -762,7 +800,7 @@ class RunSession:
             first, last = spans.get(record["key"], (None, None))
             record["first_request_at"] = iso(first) if first is not None else None
             record["last_request_at"] = iso(last) if last is not None else None
-            begin_s = stage.warmup_s + offset
+            begin_s = stage.warmup_s + float(record.get("window_gap_s") or 0.0) + offset
             if stage.source and "scenario" in stage.source:
                 begin_s = parse_duration(stage.source.get("startTime") or 0, what="startTime")
             elif stage.source and "step" in stage.source:
@@ -917,12 +955,14 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                env: Mapping[str, str] | None = None,
                service_overrides: dict[str, Any] | None = None, keep_raw: bool = False,
                plan_mode: str = "auto", stages_given: bool = True,
-               override_script_options: bool = False, generators: int = 1) -> Run:
+               override_script_options: bool = False, generators: int = 1,
+               server: Mapping[str, Any] | None = None) -> Run:
     """Run ``plan`` against a target URL or a reference-service profile; return the stored Run.
 
     With a user script, ``plan_mode``/``stages_given``/``override_script_options`` choose who
     drives the load (see :class:`RunSession`). ``generators`` splits each stage over that many
-    k6 processes (runner/shards.py).
+    k6 processes (runner/shards.py). ``server``: the RunSession fields of the integrity checks
+    (prometheus, prometheus_requests, prometheus_latency, prometheus_rw, target_pid).
 
     Ctrl-C stops k6 gracefully, keeps the finished stages, marks the run incomplete and
     raises :class:`Interrupted`.
@@ -932,7 +972,7 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                          service_overrides=service_overrides or {}, keep_raw=keep_raw,
                          plan_mode=plan_mode, stages_given=stages_given,
                          override_script_options=override_script_options,
-                         generators=generators)
+                         generators=generators, **(server or {}))
     session.open()
     try:
         for repeat in range(1, plan.repeat + 1):

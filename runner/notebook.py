@@ -310,6 +310,14 @@ def integrity(report: ReportData) -> Any:
     return _wrap(_table(pd.DataFrame(rows)))
 
 
+def cpu_over_time(report: ReportData) -> Any:
+    """k6's and the target's CPU over time, both arms (the integrity section's chart)."""
+    from .integrity import cpu_over_time as draw
+
+    drawn = draw(report.comparison)
+    return figure(drawn.figure, drawn.alt)
+
+
 def methodology(report: ReportData) -> Any:
     c = report.comparison
     rows = pd.DataFrame(summary.methodology_rows(c)).set_index("arm").T.reset_index()

@@ -69,16 +69,20 @@ class Stage:
             return f"Stage {self.index} ({self.name}, up to {self.level} {unit})"
         return f"Stage {self.index} ({self.level} {unit})"
 
-    def k6_scenarios(self, generators: int = 1) -> dict[str, dict[str, Any]]:
+    def k6_scenarios(self, generators: int = 1, gap_s: float = 0.0) -> dict[str, dict[str, Any]]:
         """The k6 scenarios of a loadproof-driven stage: ``warmup`` (kept out of the
         figures) then ``main``; the same shapes as runner/k6/lib/loadproof.js builds.
-        ``generators``: the k6 processes the stage is split over (execution segments)."""
+        ``generators``: the k6 processes the stage is split over (execution segments). With
+        ``gap_s`` (a stage whose server metrics are scraped) ``main`` starts that long after
+        the warm-up, whose iterations are stopped half-way into the gap."""
         scenarios = {}
         if self.warmup_s:
             scenarios["warmup"] = _scenario(self.model, self.level,
                                             format_duration(self.warmup_s), "0s", generators)
+            if gap_s:
+                scenarios["warmup"]["gracefulStop"] = format_duration(gap_s / 2)
         scenarios["main"] = _scenario(self.model, self.level, format_duration(self.duration_s),
-                                      format_duration(self.warmup_s), generators)
+                                      format_duration(self.warmup_s + gap_s), generators)
         return scenarios
 
 

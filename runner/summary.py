@@ -10,6 +10,7 @@ import pandas as pd
 from . import stats
 from .achievements import fmt_ratio, regression_texts
 from .compare import DEFAULT_MIN_SUCCESSES, Comparison, MetricComparison
+from .integrity import server_columns
 from .metrics import StageMetrics
 from .outcome import threshold_lines
 from .store import Run
@@ -299,6 +300,7 @@ def integrity_rows(comparison: Comparison) -> list[dict[str, str]]:
                              + (" incl. target" if "target" in (cpu.get("other_includes") or [])
                                 else ""),
                              "machine (cores)": cores(cpu.get("machine_cpu_cores")),
+                             **server_columns(record),
                              "generator": verdict})
     return rows
 

@@ -58,11 +58,23 @@ export function stageOptions() {
   const level = parseInt(__ENV.LP_LEVEL || '1', 10);
   const duration = __ENV.LP_DURATION || '10s';
   const warmup = __ENV.LP_WARMUP || '';
+  // LP_GAP_MS: when the runner scrapes the server's metrics between the warm-up and the
+  // measured scenario, main starts this long after the warm-up, whose iterations stop
+  // half-way into the gap
+  const gapMs = parseInt(__ENV.LP_GAP_MS || '0', 10);
   const scenarios = {};
+  let mainStart = '0s';
   if (warmup && warmup !== '0s') {
     scenarios.warmup = scenario(model, level, warmup, '0s');
+    mainStart = warmup;
+    if (gapMs > 0) {
+      scenarios.warmup.gracefulStop = Math.round(gapMs / 2) + 'ms';
+    }
   }
-  scenarios.main = scenario(model, level, duration, warmup && warmup !== '0s' ? warmup : '0s');
+  if (gapMs > 0) {
+    mainStart = mainStart + gapMs + 'ms'; // k6 durations add up: "2s1000ms"
+  }
+  scenarios.main = scenario(model, level, duration, mainStart);
   return {
     scenarios: scenarios,
     // every request carries its stage; the scenario (warmup or main) marks the warm-up
