@@ -115,7 +115,7 @@ def requests_by_status(delta: Samples, metric: str, own_path: str) -> dict[str, 
         label_map = dict(labels)
         status = next((label_map[name] for name in STATUS_LABELS if name in label_map), "all")
         out[status] = out.get(status, 0) + int(round(value))
-    return dict(sorted(out.items()))
+    return dict(sorted((status, n) for status, n in out.items() if n))
 
 
 def buckets(delta: Samples, metric: str, own_path: str) -> list[tuple[float, float]]:
@@ -259,12 +259,14 @@ def server_record(scraper: Scraper) -> dict[str, Any]:
         out["error"] = scraper.error or "fewer than two scrapes"
         return out
     first, last = scraper.scrapes[0], scraper.scrapes[-1]
-    delta, reset = _delta(first[2], last[2])
+    read = set(_request_names(source.requests)) | {f"{source.latency}_bucket"}
+    delta, reset = _delta(*({k: v for k, v in scrape[2].items() if k[0] in read}
+                            for scrape in (first, last)))
     if reset:
         out["error"] = "a counter went backwards between the scrapes (the server restarted)"
         return out
     by_status = requests_by_status(delta, source.requests, source.own_path)
-    if not by_status:
+    if not _series(last[2], _request_names(source.requests), source.own_path):
         out["error"] = f"no {source.requests} series at {source.url}"
         return out
     cumulative = buckets(delta, source.latency, source.own_path)
