@@ -113,3 +113,30 @@ def test_another_services_metrics_pid_and_remote_write(tmp_path: Path) -> None:
     # k6 pushed its metrics to the remote-write endpoint (snappy-compressed protobuf)
     assert seen and all(path == "/api/v1/write" for path, _, _ in seen)
     assert any(kind == "application/x-protobuf" and size > 0 for _, kind, size in seen), seen
+
+
+@pytest.mark.slow
+def test_300_users_against_a_fast_target_is_flagged(tmp_path: Path) -> None:
+    # a target that costs next to nothing per request (tests/fast_server.py: ~30 µs of CPU per
+    # request here, against k6's ~140 µs): 300 users without think time make k6, not the
+    # target, take the machine's cores. No other process is started to help.
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fast_server.py")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        run = run_stages(make_plan("300", stage_duration="4s"), label="fast", target=url,
+                         script="quick", out_dir=tmp_path, progress=Progress(quiet=True),
+                         server={"target_pid": proc.pid})
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    (record,) = run.stages
+    guard, cpu = record["generator"], record["conditions"]
+    assert guard["limited"] is True, (guard, cpu)
+    # the single-process target was not what saturated: it used under 0.9 of its one core,
+    # and less than k6 did
+    assert cpu["target_cpu_cores"] < 0.9, cpu
+    assert cpu["k6_cpu_cores"] > cpu["target_cpu_cores"], cpu
