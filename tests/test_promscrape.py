@@ -155,3 +155,44 @@ def test_unreachable_metrics_and_unknown_pid_send_no_load(
                          "--target-pid", "4194303"])
         assert code == 2 and "--target-pid 4194303: no such process" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_report_rows_and_cpu_chart_show_both_sides(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from loadproof.compare import compare_runs
+    from loadproof.conditions import write_resources
+    from loadproof.integrity import cpu_over_time
+    from loadproof.store import load_run
+    from loadproof.summary import integrity_rows
+
+    from .helpers import make_run
+
+    runs = []
+    for label, server_count, cpu in (("base", 412, 150.0), ("cand", None, 60.0)):
+        run = make_run(tmp_path, label, {"s1-10vus": (10, [20.0] * 400, [200] * 400)})
+        record = run.manifest["stages"][0]
+        record["conditions"] = {"k6_cpu_cores": 0.3, "target_cpu_cores": cpu / 100,
+                                "other_cpu_cores": 0.1, "machine_cpu_cores": 2.0}
+        record["generator"] = {"limited": False, "reasons": []}
+        if server_count is not None:
+            record["server"] = {"requests_total": server_count, "client_requests": 400,
+                                "p95_ms": 18.2, "client_p95_ms": 21.0,
+                                "edges": {"clean": False}}
+        start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        rows = [(start + dt.timedelta(seconds=i), name, value, 50.0)
+                for i in range(5) for name, value in (("k6", 30.0), ("target", cpu),
+                                                      ("machine", 190.0))]
+        write_resources(rows, run.path / "stages" / record["dir"] / "resources.parquet")
+        record["resources_file"] = f"stages/{record['dir']}/resources.parquet"
+        run.save()
+        runs.append(load_run(run.path))
+    comparison = compare_runs(*runs)
+    rows = integrity_rows(comparison)
+    assert rows[0]["requests client / server"] == "400 / 412 (window edges not clean)"
+    assert rows[0]["p95 client / server (ms)"] == "21 / 18"
+    assert rows[1]["requests client / server"] == "—"  # not scraped: no figure made up
+    chart = cpu_over_time(comparison)
+    assert "base: machine up to 1.90 cores" in chart.alt
+    assert "target up to 1.50 cores" in chart.alt and "target up to 0.60 cores" in chart.alt
+    assert len(chart.figure.axes) == 2
