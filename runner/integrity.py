@@ -54,6 +54,14 @@ def _timeline(run: Run, processes: tuple[str, ...]) -> Any:
         (pl.col("cpu_percent") / 100).alias("cores")).to_pandas()
 
 
+def has_timeline(comparison: Comparison) -> bool:
+    """Whether either arm recorded a resource timeline (runs made before loadproof sampled
+    resources, and imports, have none)."""
+    return any(record.get("resources_file") for run in (comparison.baseline,
+                                                          comparison.candidate)
+               for record in run.stages)
+
+
 def cpu_over_time(comparison: Comparison) -> Any:
     """k6's and the target's CPU (cores) over each arm's run, once a second, one panel per
     arm; the machine's total as a thin line. Stages are drawn apart (no line across the

@@ -313,7 +313,11 @@ def integrity(report: ReportData) -> Any:
 def cpu_over_time(report: ReportData) -> Any:
     """k6's and the target's CPU over time, both arms (the integrity section's chart)."""
     from .integrity import cpu_over_time as draw
+    from .integrity import has_timeline
 
+    if not has_timeline(report.comparison):
+        return _wrap("<p>No CPU timeline: these runs recorded none (imported, or made before "
+                     "loadproof sampled resources).</p>")
     drawn = draw(report.comparison)
     return figure(drawn.figure, drawn.alt)
 

@@ -172,6 +172,7 @@ class Scraper:
     window_offset_s: float | None  # None: the first scrape is taken before k6 starts
     scrapes: list[tuple[dt.datetime, dt.datetime, Samples]] = field(default_factory=list)
     error: str | None = None
+    timeline_failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -185,11 +186,17 @@ class Scraper:
             self._thread.start()
         return self
 
-    def _take(self) -> bool:
+    def _take(self, edge: bool = True) -> bool:
+        """One scrape. A failed scrape at the window's edge leaves the stage without a server
+        view (``error``); one in between only leaves a hole in the timeline."""
         try:
             samples, sent, answered = scrape(self.source.url, self._client)
         except (httpx.HTTPError, ValueError) as exc:
-            self.error = f"scraping {self.source.url} failed: {exc.__class__.__name__}: {exc}"
+            if edge:
+                self.error = (f"scraping {self.source.url} failed: {exc.__class__.__name__}: "
+                              f"{exc}")
+            else:
+                self.timeline_failures += 1
             return False
         self.scrapes.append((sent, answered, samples))
         return True
@@ -217,8 +224,7 @@ class Scraper:
             if self._stop.wait(wait) or not self._take():
                 return
         while not self._stop.wait(TIMELINE_INTERVAL_S):
-            if not self._take():
-                return
+            self._take(edge=False)
 
     def stop(self) -> None:
         self._stop.set()
@@ -278,6 +284,7 @@ def server_record(scraper: Scraper) -> dict[str, Any]:
         "window_start": {"sent": _iso(first[0]), "answered": _iso(first[1])},
         "window_end": {"sent": _iso(last[0]), "answered": _iso(last[1])},
         "scrapes": len(scraper.scrapes),
+        "failed_scrapes": scraper.timeline_failures,
         "requests": by_status,
         "requests_total": sum(by_status.values()),
         **{k: (round(v * 1000, 3) if v is not None else None) for k, v in quantiles.items()},

@@ -162,7 +162,7 @@ def test_report_rows_and_cpu_chart_show_both_sides(tmp_path: Path) -> None:
 
     from loadproof.compare import compare_runs
     from loadproof.conditions import write_resources
-    from loadproof.integrity import cpu_over_time
+    from loadproof.integrity import cpu_over_time, has_timeline
     from loadproof.store import load_run
     from loadproof.summary import integrity_rows
 
@@ -192,6 +192,7 @@ def test_report_rows_and_cpu_chart_show_both_sides(tmp_path: Path) -> None:
     assert rows[0]["requests client / server"] == "400 / 412 (window edges not clean)"
     assert rows[0]["p95 client / server (ms)"] == "21 / 18"
     assert rows[1]["requests client / server"] == "—"  # not scraped: no figure made up
+    assert has_timeline(comparison)
     chart = cpu_over_time(comparison)
     assert "base: machine up to 1.90 cores" in chart.alt
     assert "target up to 1.50 cores" in chart.alt and "target up to 0.60 cores" in chart.alt
