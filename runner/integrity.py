@@ -29,7 +29,16 @@ def server_columns(record: dict[str, Any]) -> dict[str, str]:
     return {"requests client / server": f"{client if client is not None else '—'} / "
                                         f"{server.get('requests_total')}{note}",
             "p95 client / server (ms)": f"{ms(server.get('client_p95_ms'))} / "
-                                        f"{ms(server.get('p95_ms'))}"}
+                                        f"{ms(server.get('p95_ms'))}{_bucket(server)}"}
+
+
+def _bucket(server: dict[str, Any]) -> str:
+    """The histogram bucket the server's p95 lies in: its figure is only that precise."""
+    bounds = server.get("p95_bucket_ms")
+    if not bounds:
+        return ""
+    low, high = bounds
+    return f" (bucket {low:g}–{high:g})" if high is not None else f" (above {low:g})"
 
 
 def _timeline(run: Run, processes: tuple[str, ...]) -> Any:

@@ -155,6 +155,20 @@ def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float
     return None
 
 
+def quantile_bucket(q: float, cumulative: list[tuple[float, float]]) \
+        -> tuple[float, float] | None:
+    """The bounds of the bucket the q-quantile falls in: histogram_quantile's estimate can be
+    anywhere in it, so this is how precise the server's figure is."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    rank, lower = q * cumulative[-1][1], 0.0
+    for bound, count in cumulative:
+        if count >= rank:
+            return lower, bound
+        lower = bound
+    return None
+
+
 def _gauge(samples: Samples, name: str) -> float | None:
     values = [v for (n, _), v in samples.items() if n == name]
     return sum(values) if values else None
@@ -288,6 +302,9 @@ def server_record(scraper: Scraper) -> dict[str, Any]:
         "requests": by_status,
         "requests_total": sum(by_status.values()),
         **{k: (round(v * 1000, 3) if v is not None else None) for k, v in quantiles.items()},
+        "p95_bucket_ms": ([round(b * 1000, 3) if math.isfinite(b) else None
+                           for b in bucket] if (bucket := quantile_bucket(0.95, cumulative))
+                          else None),
         "in_flight_at_start": _gauge(first[2], IN_FLIGHT_METRIC),
         "in_flight_at_end": _gauge(last[2], IN_FLIGHT_METRIC),
     })

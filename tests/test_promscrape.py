@@ -80,6 +80,7 @@ def test_window_delta_counts_by_status_and_leaves_scrapes_out() -> None:
     expected_p95 = 0.25 + 0.25 * (rank - 75) / 30
     assert record["p95_ms"] == pytest.approx(expected_p95 * 1000, abs=1e-3)
     assert record["p50_ms"] == pytest.approx((0.1 + 0.15 * (52.5 - 5) / 70) * 1000, abs=1e-3)
+    assert record["p95_bucket_ms"] == [250.0, 500.0]
 
     # another service's counter (exposed as app_requests_total), its "code" label
     assert requests_by_status(_delta(before, after), "app_requests", "/metrics") == {"200": 12}
@@ -178,6 +179,7 @@ def test_report_rows_and_cpu_chart_show_both_sides(tmp_path: Path) -> None:
         if server_count is not None:
             record["server"] = {"requests_total": server_count, "client_requests": 400,
                                 "p95_ms": 18.2, "client_p95_ms": 21.0,
+                                "p95_bucket_ms": [10.0, 25.0],
                                 "edges": {"clean": False}}
         start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         rows = [(start + dt.timedelta(seconds=i), name, value, 50.0)
@@ -190,7 +192,7 @@ def test_report_rows_and_cpu_chart_show_both_sides(tmp_path: Path) -> None:
     comparison = compare_runs(*runs)
     rows = integrity_rows(comparison)
     assert rows[0]["requests client / server"] == "400 / 412 (window edges not clean)"
-    assert rows[0]["p95 client / server (ms)"] == "21 / 18"
+    assert rows[0]["p95 client / server (ms)"] == "21 / 18 (bucket 10–25)"
     assert rows[1]["requests client / server"] == "—"  # not scraped: no figure made up
     assert has_timeline(comparison)
     chart = cpu_over_time(comparison)
