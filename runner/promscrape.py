@@ -189,6 +189,7 @@ class Scraper:
     timeline_failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _client: httpx.Client | None = None
 
     def start(self) -> Scraper:
         self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S)
@@ -241,9 +242,12 @@ class Scraper:
             self._take(edge=False)
 
     def stop(self) -> None:
+        """The last scrape (when the first one was taken); a no-op if never started."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(SCRAPE_TIMEOUT_S + 1)
+        if self._client is None:
+            return
         if self.scrapes and self.error is None:
             self._take()
         self._client.close()
@@ -278,7 +282,8 @@ def server_record(scraper: Scraper) -> dict[str, Any]:
     if scraper.error is not None or len(scraper.scrapes) < 2:
         out["error"] = scraper.error or "fewer than two scrapes"
         return out
-    first, last = scraper.scrapes[0], scraper.scrapes[-1]
+    scrapes = sorted(scraper.scrapes, key=lambda scrape: scrape[0])
+    first, last = scrapes[0], scrapes[-1]
     read = set(_request_names(source.requests)) | {f"{source.latency}_bucket"}
     delta, reset = _delta(*({k: v for k, v in scrape[2].items() if k[0] in read}
                             for scrape in (first, last)))
