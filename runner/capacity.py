@@ -559,6 +559,7 @@ class CapacitySearchSession:
             run.save()
             self.progress.line(trial_line(trial, why, unit))
 
+        self.session.start_service()  # before the budget's clock starts
         runner = _TrialRunner(self.session, self.settings, offset=len(data["trials"]))
         result = search(self.settings, runner, on_trial=on_trial)
         result.run_id, result.path = run.run_id, str(run.path)

@@ -363,6 +363,12 @@ class RunSession:
         self.run.manifest["target"] = service.url
         self.run.save()
 
+    def start_service(self) -> None:
+        """Start the reference service now (a profile arm), not at the first stage: a capacity
+        search's budget then counts trials only."""
+        if self.profile is not None and self._service is None:
+            self._start_service()
+
     def stop_service(self) -> dict[str, Any] | None:
         """Stop the reference service and wait until it and its database have exited (the
         next repeat, or the other arm, starts on a machine without them)."""

@@ -21,7 +21,7 @@ stage_duration: 2s
 warmup: 1s
 repeat: 2
 capacity: {min_rate: 50, max_rate: 100, trial_duration: 1s, warmup: 1s, cooldown: 0s,
-           confirm: 0, budget: 30s, repeat: 1}
+           confirm: 0, budget: 60s, repeat: 1}
 report: {interview_value: high}
 """
 
