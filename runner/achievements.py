@@ -178,6 +178,9 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
                                            comparison.candidate.run_id],
             "note": "the same load needs 1/capacity-ratio of the instances",
         }
+    from .resilience_report import achievement_measurements
+
+    measurements.update(achievement_measurements(comparison))  # faulted stages, when any
     regressions = regression_texts(comparison)
     caveats = list(comparison.warnings) + list(comparison.guards)
     caveats.extend(f"significantly worse: {text}" for text in regressions)

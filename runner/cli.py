@@ -50,13 +50,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides = parse_set(args.set)
         except ProfileError as exc:
             raise UsageError(str(exc)) from exc
+    from .faults import parse_fault_arg
+
+    fault_specs = [parse_fault_arg(text) for text in args.fault]
     run = run_stages(plan, label=args.label, target=args.target, profile=args.profile,
                      script=args.script, out_dir=args.out, keep_raw=args.keep_raw,
                      service_overrides=overrides, plan_mode=args.plan,
                      stages_given=args.stages is not None,
                      override_script_options=args.override_script_options,
                      generators=args.generators,
-                     server=server_options(args))
+                     server=server_options(args),
+                     fault_specs=fault_specs)
     print(run.path)
     return 0 if run.status == "complete" else 1
 
@@ -340,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one setting of the reference service's profile "
                           "(with --profile), e.g. --set pool_pre_ping=false")
+    run.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                     help="inject a fault in a stage of every repeat (repeatable): "
+                          "name=N,stage=2,at=5s,duration=8s,action=db-outage|db-freeze, or "
+                          "start=CMD,stop=CMD[,timeout=30s] instead of action")
     run.set_defaults(func=cmd_run)
 
     cap = sub.add_parser("capacity", help="search the highest load that meets an SLO")

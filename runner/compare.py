@@ -178,6 +178,7 @@ class Comparison:
     guards: list[str]
     warnings: list[str]
     claim_family: int = 0  # how many comparisons the claims were corrected across (Holm)
+    resilience: dict[str, Any] | None = None  # faulted stages (runner/resilience.py)
 
     def stage(self, key: str) -> StageComparison:
         for stage in self.stages:
@@ -214,6 +215,7 @@ class Comparison:
             "claim_family": self.claim_family,
             "guards": self.guards,
             "warnings": self.warnings,
+            "resilience": self.resilience,
         }
 
 
@@ -447,6 +449,15 @@ def _disturbed(m: StageMetrics, arm: str) -> str | None:
     return None
 
 
+def _faulted(m: StageMetrics, arm: str) -> str | None:
+    """A fault was planned in this stage: its figures are a resilience scenario, not calm
+    weather, so they decide no capacity and no headline."""
+    for record in m.records:
+        if record.get("fault"):
+            return f"{arm} {record.get('dir', m.key)} had fault {record['fault']['name']}"
+    return None
+
+
 def apply_claim_family(stages: list[StageComparison]) -> int:
     """Holm's correction across every claimable comparison (CLAIM_METRICS × stages): a claim,
     in a headline, title or summary, survives only with its family-wise adjusted p < 0.05."""
@@ -476,6 +487,9 @@ def apply_claim_family(stages: list[StageComparison]) -> int:
 def _level_status(m: StageMetrics, slo: Slo) -> tuple[str, str]:
     """"meets" (every repeat met the SLO), "misses" (every repeat missed it, with the load
     delivered) or "mixed", with the reason."""
+    faulted = _faulted(m, "the arm")
+    if faulted is not None:
+        return "faulted", f"skipped: {faulted} (see the resilience figures)"
     problem = delivery_problem(m)
     results = [slo.check(part) for part in _parts(m)]
     met = [ok for ok, _ in results]
@@ -505,8 +519,8 @@ def arm_capacity(metrics: list[StageMetrics], slo: Slo) -> ArmCapacity:
     for m in sorted(metrics, key=lambda m: m.level or 0):
         status, why = _level_status(m, slo)
         checks[m.key] = {"meets": "meets SLO: ", "misses": "misses SLO: ",
-                         "mixed": "undecided: "}[status] + why
-        if m.level is None:
+                         "mixed": "undecided: ", "faulted": ""}[status] + why
+        if m.level is None or status == "faulted":
             continue
         if status == "meets" and not blocked:
             level = m.level
@@ -622,6 +636,9 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
             limited = _generator_limited(m, arm)
             if limited is not None:
                 _withhold(stage, "load generator limited", limited)
+            faulted = _faulted(m, arm)
+            if faulted is not None:  # the resilience section makes its claims
+                _withhold(stage, "fault injected", faulted)
         overlapped = overlap(base, cand) if overlap is not None else None
         if overlapped is not None:
             _withhold(stage, "arms overlapped", overlapped)
@@ -707,5 +724,10 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
     if stages and headline is None:
         guards.append("no stage has a latency ratio from a fairly measured load in both arms "
                       "(enough successful requests, load delivered, arms measured alone)")
+    from .resilience import compare_resilience
+
+    resilience = compare_resilience(baseline, candidate, slo_p95_ms=slo.p95_ms,
+                                    slo_success=slo.success)
     return Comparison(comparison_id(baseline, candidate), baseline, candidate, base_metrics,
-                      cand_metrics, stages, capacity, headline, guards, warnings, family)
+                      cand_metrics, stages, capacity, headline, guards, warnings, family,
+                      resilience)

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import polars as pl
 
-from . import conditions, promscrape, shards
+from . import conditions, faults, promscrape, shards
 from .conditions import CpuWatch
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically, summary_values
@@ -204,6 +204,7 @@ class RunSession:
     prometheus_latency: str = promscrape.DEFAULT_LATENCY_METRIC
     target_pid: int | None = None  # --target-pid: sample a target loadproof did not start
     prometheus_rw: str | None = None  # --prometheus-rw: k6's metrics to a remote-write URL
+    fault_specs: list[faults.FaultSpec] = field(default_factory=list)  # in every repeat
     run: Run | None = None
     _service: Any = None
     # the target's processes (service and database) when loadproof started it; None: unknown
@@ -228,6 +229,8 @@ class RunSession:
             raise UsageError("--generators splits loadproof's stages over several k6 "
                              "processes; a script-driven run (--plan script) is not split: "
                              "drop --generators or use --plan stages")
+        faults.check_faults(self.fault_specs, self.plan, has_service=self.profile is not None,
+                            script_driven=self.script_driven)
         profile_info = None
         if self.profile is not None:
             from loadproof.orchestrator.settings import ProfileError, load_settings
@@ -273,6 +276,8 @@ class RunSession:
             "warnings": [],
             "stages": [],
         }
+        if self.fault_specs:
+            manifest["faults"] = [fault.to_dict() for fault in self.fault_specs]
         self.run = Run(path, manifest)
         self.run.save()
         return self.run
@@ -375,6 +380,11 @@ class RunSession:
         if self._service is None:
             return None
         pids, self._target_pids = self._target_pids or [], None
+        if self._service.proc is not None and self._service.proc.poll() is not None:
+            # the service exited by itself: a crash, which no "zero crashes" claim may hide
+            assert self.run is not None
+            self.run.manifest.setdefault("service_exits", []).append(
+                {"exit_code": self._service.proc.returncode, "noticed_at": iso(utcnow())})
         try:
             self._service.stop()
         finally:
@@ -532,19 +542,26 @@ class RunSession:
         cmd[-1:-1] = extra
         env = {**self._k6_env, **stage_env(stage, repeat, self.target, summary_tmp.resolve()),
                **promscrape.k6_env(gap_s, self.prometheus_rw)}
+        if (spec := faults.fault_for(self.fault_specs, stage)) is not None:
+            env["LP_FAULT"] = spec.name  # the journey re-reads unverified writes only then
         title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {stage.label}"
         self.progress.line(f"{title}: running for {format_duration(stage.duration_s)}"
                            + (f" after {format_duration(stage.warmup_s)} warm-up"
                               if stage.warmup_s else ""))
         limit_s = stage.duration_s + stage.warmup_s + gap_s + BOUND_SLACK_S
         sharded = None
-        if self.generators > 1:  # N k6 processes, one execution segment each
-            sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv, summary_tmp,
-                                   limit_s, stop_when)
-            outcome = sharded.outcome
-        else:
-            outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv, limit_s=limit_s,
-                                     stop_when=stop_when, scraper=scraper)
+        fault = self._begin_fault(stage, repeat, stage_dir)
+        try:
+            if self.generators > 1:  # N k6 processes, one execution segment each
+                sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv, summary_tmp,
+                                       limit_s, faults.combine_stop_when(fault, stop_when))
+                outcome = sharded.outcome
+            else:
+                outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv, limit_s=limit_s,
+                                         stop_when=faults.combine_stop_when(fault, stop_when),
+                                         scraper=scraper)
+        finally:
+            fault_record = fault.finish() if fault is not None else None  # its stop, always
         if outcome.stopped_early is not None:
             record["stopped_early"] = outcome.stopped_early
         self._record_exit(record, outcome, stage_dir)
@@ -567,6 +584,10 @@ class RunSession:
         self._set_status(record, outcome)
         if sharded is not None:
             shards.settle_status(record)
+        if fault_record is not None:
+            faults.apply_to_record(record, fault_record)
+            self.progress.line(f"[{self.label}] {faults.describe(fault_record)}")
+            self._target_pids = (self._target_pids or []) + (fault.pids_started if fault else [])
         self._warn_hosts(record)
         run.save()
         code = outcome.code
@@ -577,6 +598,22 @@ class RunSession:
         self.progress.line(summary)
         if outcome.interrupted:
             raise KeyboardInterrupt
+
+    def _begin_fault(self, stage: Stage, repeat: int, stage_dir: Path) -> faults.FaultRun | None:
+        spec = faults.fault_for(self.fault_specs, stage)
+        if spec is None:
+            return None
+        assert self.run is not None and self.target is not None
+        service = self._service
+        self.progress.line(f"[{self.label}] fault {spec.name}: {spec.action or 'commands'} at "
+                           f"{spec.at_s:g}s for {spec.duration_s:g}s of {stage.key}")
+        return faults.FaultRun(
+            spec, stage=stage, repeat=repeat, stage_dir=stage_dir, run_dir=self.run.path,
+            env={"LP_ARM": self.label, "LP_TARGET": self.target, "LP_STAGE": stage.key,
+                 "LP_REPEAT": str(repeat), "LP_RUN_DIR": str(self.run.path.resolve()),
+                 "LP_FAULT": spec.name},
+            database=(lambda: faults.EmbeddedDatabase(service)) if service is not None
+            else None).begin()
 
     def _run_script(self, repeat: int) -> None:
         """The script drives the load: one k6 process runs it as written; each scenario (or
@@ -962,7 +999,8 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                service_overrides: dict[str, Any] | None = None, keep_raw: bool = False,
                plan_mode: str = "auto", stages_given: bool = True,
                override_script_options: bool = False, generators: int = 1,
-               server: Mapping[str, Any] | None = None) -> Run:
+               server: Mapping[str, Any] | None = None,
+               fault_specs: list[faults.FaultSpec] | None = None) -> Run:
     """Run ``plan`` against a target URL or a reference-service profile; return the stored Run.
 
     With a user script, ``plan_mode``/``stages_given``/``override_script_options`` choose who
@@ -978,7 +1016,8 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                          service_overrides=service_overrides or {}, keep_raw=keep_raw,
                          plan_mode=plan_mode, stages_given=stages_given,
                          override_script_options=override_script_options,
-                         generators=generators, **(server or {}))
+                         generators=generators, fault_specs=list(fault_specs or []),
+                         **(server or {}))
     session.open()
     try:
         for repeat in range(1, plan.repeat + 1):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ExperimentError, LoadproofError
+from .faults import FaultSpec, check_faults, parse_fault
 from .plan import StagePlan, make_plan
 from .shards import MAX_GENERATORS
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 DEFAULT_EXPERIMENT = Path(__file__).parent / "experiments" / "orchestrator.yaml"
 TOP_KEYS = {"title", "name", "arms", "baseline", "candidate", "model", "stages",
             "stage_duration", "warmup", "repeat", "script", "slo", "capacity", "probe",
-            "report", "generators"}
+            "report", "generators",
+            "faults"}
 ARM_KEYS = {"profile", "target", "set"}
 SLO_KEYS = {"p95_ms", "success", "min_successes"}
 PROBE_KEYS = {"model", "stages", "stage_duration", "warmup", "script", "repeat"}
@@ -61,6 +63,7 @@ class Experiment:
     deprecations: list[str] = field(default_factory=list)
     # k6 processes per stage (execution segments): arms, probe and capacity searches alike
     generators: int = 1
+    faults: list[FaultSpec] = field(default_factory=list)  # injected in the main plan's stages
 
 
 def _fail(path: Path, key: str, message: str) -> ExperimentError:
@@ -178,6 +181,8 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
                         "a whole number of k6 processes per stage")
     if not 1 <= generators <= MAX_GENERATORS:
         raise _fail(source, "generators", f"{generators} is outside 1 to {MAX_GENERATORS}")
+    fault_specs = _faults(source, data.get("faults"), plan,
+                          [by_name[base_name], by_name[cand_name]])
     name = str(data.get("name") or source.stem)
     return Experiment(name=name, title=title, baseline=by_name[base_name],
                       candidate=by_name[cand_name], plan=plan,
@@ -185,7 +190,7 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
                       probe_plan=probe_plan, probe_script=probe_script, report=report,
                       path=source, capacity=capacity, capacity_script=capacity_script,
                       capacity_repeat=capacity_repeat, deprecations=deprecations,
-                      generators=generators)
+                      generators=generators, faults=fault_specs)
 
 
 def _capacity(path: Path, data: dict[str, Any], slo: dict[str, Any],
@@ -227,3 +232,27 @@ def _capacity(path: Path, data: dict[str, Any], slo: dict[str, Any],
     if searches < 1:
         raise _fail(path, "capacity.repeat", "at least 1 search per arm")
     return settings, str(block.get("script", "submit")), searches
+
+
+def _faults(path: Path, data: Any, plan: StagePlan, arms: list[Arm]) -> list[FaultSpec]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise _fail(path, "faults", "expected a list of faults (name, stage, at, duration, "
+                                    "action or start/stop)")
+    specs = []
+    for i, item in enumerate(data):
+        where = f"faults[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(path, where, f"expected a mapping, got {type(item).__name__}")
+        try:
+            specs.append(parse_fault(item, where=where))
+        except LoadproofError as exc:
+            raise ExperimentError(f"{path}: {exc}", key=where, path=path) from exc
+    for arm in arms:
+        try:
+            check_faults(specs, plan, has_service=arm.profile is not None, script_driven=False,
+                         where=f"faults (arm {arm.name}):")
+        except LoadproofError as exc:
+            raise ExperimentError(f"{path}: {exc}", key="faults", path=path) from exc
+    return specs

@@ -300,6 +300,13 @@ def talking_points(report: ReportData) -> Any:
     return _wrap(body or "<p>No measured figure supports a talking point.</p>")
 
 
+def resilience(report: ReportData) -> Any:
+    """Faulted stages: timeline, figures and talking points (runner/resilience_report.py)."""
+    from .resilience_report import section
+
+    return _wrap(section(report.comparison))
+
+
 def integrity(report: ReportData) -> Any:
     """Measurement integrity: the CPU of k6, the target and the rest per measured stage, and
     the generator guard's verdict."""

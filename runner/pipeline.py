@@ -13,6 +13,7 @@ from .achievements import AchievementOptions
 from .compare import Slo
 from .execute import Interrupted, RunSession
 from .experiment import Arm, Experiment, load_experiment
+from .faults import FaultSpec
 from .plan import StagePlan
 from .progress import Progress
 from .report import execute_notebook, make_report, notebook_path
@@ -21,7 +22,9 @@ from .store import Run, slug, utcnow
 
 def _sessions(experiment: Experiment, plan: StagePlan, script: str, prefix: str,
               runs_dir: Path, progress: Progress) -> list[ArmSession]:
-    return [_session(arm, plan, script, prefix, runs_dir, progress, experiment.generators)
+    faults = experiment.faults if plan is experiment.plan else []  # not the probe's
+    return [_session(arm, plan, script, prefix, runs_dir, progress, experiment.generators,
+                     faults)
             for arm in (experiment.baseline, experiment.candidate)]
 
 
@@ -38,10 +41,12 @@ def _searches(experiment: Experiment, runs_dir: Path, progress: Progress) -> lis
 
 
 def _session(arm: Arm, plan: StagePlan, script: str, prefix: str, runs_dir: Path,
-             progress: Progress, generators: int = 1) -> RunSession:
+             progress: Progress, generators: int = 1,
+             faults: list[FaultSpec] | None = None) -> RunSession:
     return RunSession(plan=plan, label=f"{prefix}{arm.name}", target=arm.target,
                       profile=arm.profile, script=script, out_dir=runs_dir, progress=progress,
-                      service_overrides=dict(arm.overrides), generators=generators)
+                      service_overrides=dict(arm.overrides), generators=generators,
+                      fault_specs=list(faults or []))
 
 
 class ArmSession(Protocol):

@@ -356,6 +356,9 @@ def render_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out += ["## Interview talking points", ""]
     for point in points:
         out += [f"> {point}", ""]
+    from .resilience_report import markdown as resilience_markdown
+
+    out += resilience_markdown(comparison)
     integrity = integrity_rows(comparison)
     if integrity:
         out += ["## Measurement integrity", "", _md_table(integrity), ""]

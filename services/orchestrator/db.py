@@ -83,12 +83,23 @@ class EmbeddedPostgres:
         with self._server._lock:
             self._server.ensure_postgres_running()
 
+    def _postmaster_running(self) -> bool:
+        import psutil
+
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return psutil.pid_exists(pid)
+
     def cleanup(self) -> None:
         """Stop the server for certain, then drop our handle (and the folder if we made it)."""
         if self._server is not None:
             try:
                 info = self._server.get_postmaster_info()
-                if info.process.is_running():
+                # a server restarted under us (a db-outage fault) runs with a new pid: stop
+                # whatever postmaster runs on our data folder now
+                if info.process.is_running() or self._postmaster_running():
                     self.stop()
                 # stopped by us: keep pgserver's own exit hook from stopping it a second time
                 self._server._postmaster_info = None
