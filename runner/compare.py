@@ -418,7 +418,7 @@ def _mean_comparison(stage: StageComparison, min_successes: int) -> Distribution
 def apply_distribution_guard(stage: StageComparison, min_successes: int) -> None:
     """A p95 that improved (its interval above 1) while the mean latency stayed put (its
     interval spans 1) and the median got worse (its interval below 1): the tail was reshaped,
-    the service was not made faster. Said in the stage's guards and the p95's reasons, and
+    the service was not made faster. Said in the stage's guards, and
     kept in ``stage.distribution`` for every headline and talking point."""
     dist = _mean_comparison(stage, min_successes)
     stage.distribution = dist
@@ -438,7 +438,6 @@ def apply_distribution_guard(stage: StageComparison, min_successes: int) -> None
                  f"median rose from {p50.baseline:.1f} to {p50.candidate:.1f} ms: the slowest "
                  "requests were made faster at the expense of the typical one")
     stage.guards.append(dist.text)
-    p95.reasons.append(dist.text)
 
 
 def delivery_problem(m: StageMetrics) -> str | None:

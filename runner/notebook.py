@@ -178,14 +178,14 @@ def header(report: ReportData) -> Any:
                     + "</ul>") if changed else "<p>No recorded setting differs between the two " \
         "versions.</p>"
     body = (REPORT_CSS + f"<h1>{html.escape(report.title)}</h1>"
-            f"<p class='lead'>{reportview.headline_sentence(c)}</p>"
+            f"<p class='lead'>{reportview.headline_sentence(c, report.probe)}</p>"
             + reportview.tiles(report.achievement)
             + _figure_html(main.figure, main.alt, CAPTIONS["main_latency"],
                            _narrow(charts.main_latency, c))
             + f"<p><b>What changed</b> ({html.escape(c.baseline.label)} → "
             f"{html.escape(c.candidate.label)}):</p>{changed_html}"
             f"<p class='evidence'>{reportview.evidence_line(c)}</p>"
-            f"<p class='runs'>{reportview.runs_line(c)}</p>")
+            f"<p class='run-ids'>{reportview.runs_line(c)}</p>")
     return _wrap(body)
 
 
@@ -262,7 +262,7 @@ def caveats(report: ReportData) -> Any:
         notes += [f"probe: {n}" for n in summary.caveats(report.probe)]
     for run in (report.comparison.baseline, report.comparison.candidate):
         notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
-    notes = [reportview.plain_keys(report.comparison, n) for n in dict.fromkeys(notes)]
+    notes = reportview.plain_notes(report.comparison, notes)
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>none raised</li>"
     return _wrap(f'<ul class="caveats">{items}</ul>')
 

@@ -58,9 +58,10 @@ REPORT_CSS = """
   .lp ul.caveats li { color: #7a4b00; margin: .15em 0; }
   .lp blockquote { border-left: 4px solid #0b4f8a; margin: 6px 0; padding: 4px 12px;
                    background: #f4f8fc; }
-  .lp dl.glossary dt { font-weight: 600; margin-top: .4em; }
-  .lp dl.glossary dd { margin: 0 0 0 1.2em; }
-  .lp .runs { color: #555; font-size: .8em; }
+  .lp dl.glossary dt { font-weight: 600; margin-top: .4em; float: none !important;
+                       width: auto !important; }
+  .lp dl.glossary dd { margin: 0 0 0 1.2em !important; padding: 0 !important; }
+  .lp .runs, .lp .run-ids { color: #555; font-size: .8em; }
   .lp pre { white-space: pre-wrap; word-break: normal; overflow-wrap: anywhere; }
   @media (max-width: 640px) {
     body { font-size: 15px; }
@@ -93,13 +94,17 @@ REPORT_CSS = """
   @media print {
     body { font-size: 10pt; }
     body.jp-Notebook, main.jp-Notebook { max-width: none; }
-    .lp .runs { string-set: runs content(); }
+    .lp .run-ids { string-set: runs content(); }
+    /* JupyterLab keeps each output whole on a page: a long table then leaves half a page
+       empty before it; tables and lists may break (their rows and items do not) */
+    .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
+    .lp ul li, .lp blockquote { break-inside: avoid; }
     .jp-MarkdownCell { break-after: avoid; page-break-after: avoid; }
     .lp h1, .lp h2, .lp h3, .lp h4 { break-after: avoid; }
     .lp table.lpt { font-size: 8.5pt; }
     .lp table.lpt tr { break-inside: avoid; }
     .lp table.lpt td, .lp table.lpt th { padding: 2px 5px; }
-    .lp figure img { max-width: 15cm; }
+    .lp figure img { max-width: 15cm; max-height: 10.5cm; width: auto; }
     .lp .scroll { overflow: visible; }
   }
 </style>
@@ -225,6 +230,12 @@ def results_rows(comparison: Comparison) -> list[tuple[StageComparison, str, Met
     return rows
 
 
+def requests_cells(stage: StageComparison) -> tuple[str, str, str, str, str, str]:
+    """How many requests each version's figures at this stage are made of."""
+    b, c = stage.baseline.requests, stage.candidate.requests
+    return ("requests measured", f"{b:,}", f"{c:,}", "—", "—", "(the sample size)")
+
+
 def results_table(comparison: Comparison) -> str:
     """The one table: per stage, each measure before → after, the change in %, its 95%
     interval and the verdict, coloured."""
@@ -240,6 +251,7 @@ def results_table(comparison: Comparison) -> str:
             body.append(f"<tr class='group'><th colspan='6'>{esc(where(stage))}"
                         + (f" — no claim: {esc('; '.join(stage.withheld))}"
                            if stage.withheld else "") + "</th></tr>")
+            body.append(_row(*requests_cells(stage), "v-other"))
         verdict, css = shown_verdict(stage, metric)
         body.append(_row(name, _value(metric, metric.baseline), _value(metric, metric.candidate),
                          _pct(_change(metric.ratio, metric.lower_is_better)),
@@ -321,8 +333,23 @@ def _slower_stages(comparison: Comparison) -> list[str]:
     return found
 
 
-def headline_sentence(comparison: Comparison) -> str:
-    """One sentence (HTML) with the result, its trade-offs and its regressions."""
+def _capacity_change(name: str, comp: Comparison | None) -> str | None:
+    """A capacity range wholly below or above 1, in words; None otherwise."""
+    cap = comp.capacity if comp is not None else None
+    if cap is None or cap.ratio is None:
+        return None
+    unit = " users" if cap.model == "vus" else " req/s"
+    shown = f"{cap.baseline.shown(unit)} → {cap.candidate.shown(unit)}"
+    if cap.ratio_high is not None and cap.ratio_high <= 1 and cap.ratio < 1:
+        return f"{name} capacity under the SLO fell to {cap.ratio_text()} ({shown})"
+    if cap.ratio_low is not None and cap.ratio_low >= 1 and cap.ratio > 1:
+        return f"{name} capacity under the SLO rose to {cap.ratio_text()} ({shown})"
+    return None
+
+
+def headline_sentence(comparison: Comparison, probe: Comparison | None = None) -> str:
+    """One sentence (HTML) with the result, its trade-offs and its regressions (the capacity
+    probe's too, when there is one)."""
     cand = comparison.candidate.label
     head = comparison.headline
     if head is None:
@@ -354,6 +381,8 @@ def headline_sentence(comparison: Comparison) -> str:
         extras.append("p95 was worse at " + ", ".join(slower))
     extras += [f"significantly worse: {t}" for t in regression_texts(comparison)
                if not any(t.startswith(s.split(' (')[0]) for s in slower)]
+    extras += [t for t in (_capacity_change("the", comparison),
+                           _capacity_change("the arrival-rate probe's", probe)) if t]
     if extras:
         text += "; " + "; ".join(esc(e) for e in dict.fromkeys(extras))
     repeats = _repeats(comparison)
@@ -550,7 +579,7 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     from .summary import METHOD_TEXT, caveats, integrity_rows, methodology_rows, talking_points
 
     c = comparison
-    out = [f"# {title}", "", _text(headline_sentence(c)), ""]
+    out = [f"# {title}", "", _text(headline_sentence(c, probe)), ""]
     claimed = _text(tiles(achievement).replace("</div></div>", "; "))
     if claimed:
         out += [f"**Claims:** {claimed.strip('; ')}", ""]
@@ -563,7 +592,11 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out += [f"- {_text(item)}" for item in changed_items(c)] or ["- no recorded setting differs"]
     out += ["", _text(evidence_line(c)), "", _text(runs_line(c)), "", "## Results by stage", ""]
     rows = []
+    seen = set()
     for stage, name, metric in results_rows(c):
+        if stage.key not in seen:
+            seen.add(stage.key)
+            rows.append([where(stage), *requests_cells(stage)])
         verdict, _ = shown_verdict(stage, metric)
         rows.append([where(stage), name, _value(metric, metric.baseline),
                      _value(metric, metric.candidate),
@@ -608,7 +641,7 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     for run in (c.baseline, c.candidate):
         notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
         notes += [f"{run.label}: {w}" for w in run.manifest.get("warnings") or []]
-    notes = [plain_keys(c, n) for n in dict.fromkeys(notes)]
+    notes = plain_notes(c, notes)
     out += ["## Caveats", ""] + ([f"- {n}" for n in notes] or ["- none raised"]) + [""]
     out += ["## Interview talking points", ""]
     for point in talking_points(c):
@@ -629,3 +662,26 @@ def _endpoint_cells(row: EndpointRow) -> list[str]:
 
     cells = re.findall(r"<td[^>]*>(.*?)</td>", _endpoint_row(row))
     return cells[1:]
+
+
+def plain_notes(comparison: Comparison, notes: list[str]) -> list[str]:
+    """Caveats once each, in plain words: a note repeated for several stages ("s1-10vus: p95
+    latency: not replicated (...)") is said once, naming the stages."""
+    keys = {s.key: s for s in comparison.stages}
+    grouped: dict[str, list[str]] = {}
+    for note in dict.fromkeys(notes):
+        key, _, rest = note.partition(": ")
+        stage = keys.get(key)
+        if stage is not None and rest:
+            # a stage's own figures inside the text stay; the stage moves to the front
+            grouped.setdefault(rest, []).append(where(stage))
+        else:
+            grouped.setdefault(note, [])
+    out = []
+    for text, stages in grouped.items():
+        prefix = ""
+        if stages:
+            prefix = ("at " + (stages[0] if len(stages) == 1 else
+                               ", ".join(stages[:-1]) + " and " + stages[-1]) + ": ")
+        out.append(plain_keys(comparison, prefix + text))
+    return out

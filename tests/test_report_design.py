@@ -110,3 +110,57 @@ def test_technologies_are_the_measured_stack_not_loadproofs() -> None:
     assert "k6 v1.1.0" in found and "FastAPI" in found and "PostgreSQL" in found
     for own in ("polars", "Jupyter", "papermill", "Prometheus"):
         assert own not in found
+
+
+def test_per_endpoint_figures_equal_a_recomputation() -> None:
+    """Counts, success shares and nearest-rank percentiles per stage and request name, from
+    the requests files directly; the counts add up to the stage's."""
+    import polars as pl
+    from loadproof.endpoints import endpoint_rows
+
+    base, cand = load_run(SAMPLE / "baseline"), load_run(SAMPLE / "optimized")
+    comparison = compare_runs(base, cand)
+    rows = endpoint_rows(comparison)
+    assert {r.name for r in rows} == {"POST /task", "GET /task/{id}"}
+    assert len(rows) == 2 * len(comparison.stages)
+    for run, side in ((base, "baseline"), (cand, "candidate")):
+        frame = pl.concat([pl.read_parquet(f) for f in run.requests_files()])
+        for row in rows:
+            arm = getattr(row, side)
+            part = frame.filter((pl.col("stage") == row.stage) & (pl.col("name") == row.name))
+            ok = np.sort(part.filter(pl.col("expected"))["duration_ms"].to_numpy())
+            assert arm.requests == part.height and arm.successes == len(ok)
+            for attr, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+                assert getattr(arm, attr) == ok[int(np.ceil(len(ok) * q)) - 1]
+        for stage in comparison.stages:
+            metrics = stage.baseline if side == "baseline" else stage.candidate
+            assert sum(getattr(r, side).requests for r in rows if r.stage == stage.key) \
+                == metrics.requests
+    head = next(r for r in rows if r.stage == "s4-150vus" and r.name == "POST /task")
+    assert head.verdict == "not replicated"  # one repeat per arm: figures, not verdicts
+    assert head.p95_ratio == head.baseline.p95_ms / head.candidate.p95_ms  # type: ignore[union-attr]
+
+
+def test_the_results_table_prints_the_comparisons_figures() -> None:
+    import re
+
+    from loadproof.reportview import change_interval, results_table
+
+    comparison = compare_runs(load_run(SAMPLE / "baseline"), load_run(SAMPLE / "optimized"))
+    page = results_table(comparison)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    head = comparison.stage("s4-150vus")
+    p95 = head.metrics["latency_p95_ms"]
+    assert "186 ms" in cells and "106 ms" in cells
+    expected = f"{1 / p95.ratio - 1:+.1%}".replace("-", "−")  # type: ignore[operator]
+    assert expected in cells
+    assert change_interval(p95.ci95, True) in cells
+    # after/before − 1 from the ratio's ends: the interval of a lower p95 lies below zero
+    low, high = (1 / p95.ci95[1] - 1, 1 / p95.ci95[0] - 1)  # type: ignore[index]
+    assert change_interval(p95.ci95, True) == \
+        f"{low:+.1%} to {high:+.1%}".replace("-", "−")
+    # every request succeeded: throughput and goodput are one row, not two
+    assert page.count("answers per second (all succeeded)") == len(comparison.stages)
+    assert "successes per second" not in page
+    assert page.count(RESHAPED) == sum(1 for s in comparison.stages if s.distribution
+                                       and s.distribution.verdict == RESHAPED)
