@@ -349,10 +349,10 @@ def outcome_shares(comparison: Comparison) -> Chart:
     return Chart(fig, alt)
 
 
-def _over_time(run: Run, role: str) -> tuple[pd.DataFrame, list[tuple[float, float, str]]]:
+def _over_time(run: Run, role: str) -> pd.DataFrame:
     """Per second of the run (from its first request): p50, p95 and p99 of successful
-    answers; seconds without answers are absent, so the gaps between stages stay gaps. And each
-    stage's span (start, end, label) on the same clock."""
+    answers; seconds without answers are absent, so the gaps between stages stay gaps. Each
+    stage's span (start, end, label) on the same clock is in the frame's ``attrs["spans"]``."""
     frames = []
     for record in run.usable_stages():
         frame = pl.read_parquet(run.path / record["requests_file"],
@@ -360,7 +360,7 @@ def _over_time(run: Run, role: str) -> tuple[pd.DataFrame, list[tuple[float, flo
                                          "stage"])
         frames.append(frame)
     if not frames:
-        return _own_timeline(run, role), []
+        return _own_timeline(run, role)
     frame = pl.concat(frames).sort("timestamp")
     start = frame["timestamp"].min()
     frame = frame.with_columns(
@@ -385,7 +385,10 @@ def _over_time(run: Run, role: str) -> tuple[pd.DataFrame, list[tuple[float, flo
                    pl.col("duration_ms").quantile(0.95).alias("p95_ms"),
                    pl.col("duration_ms").quantile(0.99).alias("p99_ms"))
               .sort("second"))
-    return binned.to_pandas(), spans
+    result = binned.to_pandas()
+    result["arm"] = f"{role}: {run.label}"
+    result.attrs["spans"] = spans
+    return result
 
 
 def _with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
@@ -424,7 +427,8 @@ def latency_over_time(comparison: Comparison) -> Chart:
     arms = [("baseline", comparison.baseline), ("candidate", comparison.candidate)]
     if comparison.baseline.path == comparison.candidate.path:
         arms = [("run", comparison.baseline)]
-    frames = [(role, run, *_over_time(run, role)) for role, run in arms]
+    frames = [(role, run, frame, frame.attrs.get("spans") or [])
+              for role, run in arms for frame in [_over_time(run, role)]]
     fig, axes = plt.subplots(len(frames), 1, figsize=(WIDTH_IN, 2.7 * len(frames) + 0.9),
                              sharey=True, squeeze=False)
     for ax, (role, run, frame, spans) in zip(axes[:, 0], frames, strict=True):
