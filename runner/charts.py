@@ -143,6 +143,12 @@ def legend_below(ax: Any, ncol: int = 2) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend() is not None:
         ax.get_legend().remove()
+    # seaborn's section titles ("arm", "measure") go; "baseline: before-pool" reads "before-pool"
+    kept = [(h, label.split(": ", 1)[-1] if label.startswith(("baseline: ", "candidate: ",
+                                                              "run: ")) else label)
+            for h, label in zip(handles, labels, strict=True)
+            if label not in ("arm", "measure", "percentile")]
+    handles, labels = [h for h, _ in kept], [label for _, label in kept]
     if handles:
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
                   frameon=False, fontsize=11)
@@ -503,6 +509,9 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
             legend.set_title("")
             sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
                             frameon=False)
+            moved = ax.get_legend()
+            for text in moved.get_texts() if moved is not None else []:  # "baseline: X" → "X"
+                text.set_text(text.get_text().split(": ", 1)[-1])
     where_title = next((_load(comparison, m) for m in comparison.baseline_metrics
                         if m.key == key), key)
     ax.set(xlabel="latency (successful answers)", ylabel="share answered within",

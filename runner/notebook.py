@@ -246,7 +246,8 @@ def capacity(report: ReportData) -> Any:
                          f"{html.escape(cap.ratio_text() + f' ({cap.verdict})')}</h4>")
         else:
             parts.append(f"<h4>{name} ({model}): no capacity ratio</h4>"
-                         f"<p>{html.escape((cap.reason or '').capitalize())}.</p>")
+                         f"<p>{html.escape(_sentence(reportview.plain_keys(comp, cap.reason or '')))}"
+                         ".</p>")
         if not (comp is report.probe and report.comparison.capacity.basis == "search"):
             parts.append(_table(pd.DataFrame(rows)))
         for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
@@ -256,10 +257,15 @@ def capacity(report: ReportData) -> Any:
     return _wrap("".join(parts))
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def caveats(report: ReportData) -> Any:
     notes = summary.caveats(report.comparison)
     if report.probe is not None:
-        notes += [f"probe: {n}" for n in summary.caveats(report.probe)]
+        notes += [f"probe {n}" for n in reportview.plain_notes(report.probe,
+                                                              summary.caveats(report.probe))]
     for run in (report.comparison.baseline, report.comparison.candidate):
         notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
     notes = reportview.plain_notes(report.comparison, notes)
@@ -297,7 +303,8 @@ def cpu_over_time(report: ReportData) -> Any:
 
 def methodology(report: ReportData) -> Any:
     c = report.comparison
-    rows = pd.DataFrame(summary.methodology_rows(c)).set_index("arm").T.reset_index()
+    rows = pd.DataFrame([{**r, "arm": r["arm"].split(": ", 1)[-1]} for r in
+                         summary.methodology_rows(c)]).set_index("arm").T.reset_index()
     rows = rows.rename(columns={"index": ""})
     settings = summary.settings_frame(c)
     body = _table(rows)

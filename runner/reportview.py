@@ -510,14 +510,17 @@ GLOSSARY = [
     ("virtual users, arrival rate", "a closed load (each user sends its next request after the "
      "last answer and a pause) and an open one (requests arrive at a set rate, whatever the "
      "answers)."),
-    ("version", "one side of the comparison (its runs): before (baseline) and after "
+    ("version, arm", "one side of the comparison (its runs): before (baseline) and after "
      "(candidate)."),
+    ("goodput", "successful answers per second."),
+    ("caveats", "what the claim guards raised: why a figure is not claimed, or claims less "
+     "than it seems."),
 ]
 
 
 def glossary() -> str:
-    items = "".join(f"<dt>{esc(term)}</dt><dd>{esc(text)}</dd>" for term, text in GLOSSARY)
-    return f"<dl class='glossary'>{items}</dl>"
+    items = "".join(f"<li><b>{esc(term)}</b>: {esc(text)}</li>" for term, text in GLOSSARY)
+    return f"<ul class='glossary'>{items}</ul>"
 
 
 def plain_keys(comparison: Comparison, text: str) -> str:
@@ -637,7 +640,7 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
         out += [f"*Chart: {drawn.alt}*", ""]
     notes = caveats(c)
     if probe is not None:
-        notes += [f"probe: {n}" for n in caveats(probe)]
+        notes += [f"probe {n}" for n in plain_notes(probe, caveats(probe))]
     for run in (c.baseline, c.candidate):
         notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
         notes += [f"{run.label}: {w}" for w in run.manifest.get("warnings") or []]
