@@ -104,7 +104,7 @@ REPORT_CSS = """
     .lp table.lpt { font-size: 8.5pt; }
     .lp table.lpt tr { break-inside: avoid; }
     .lp table.lpt td, .lp table.lpt th { padding: 2px 5px; }
-    .lp figure img { max-width: 15cm; max-height: 10.5cm; width: auto; }
+    .lp figure img { max-width: 15cm; max-height: 9cm; width: auto; }
     .lp .scroll { overflow: visible; }
   }
 </style>
