@@ -151,7 +151,7 @@ def test_report_metadata_and_first_screen(sample_report: tuple[Path, Path, str])
     assert "10 users" in sentence  # the slower light load is named beside the headline
     assert "probe" in sentence and "fell" in sentence  # and the probe's lower capacity
     # tiles only for claims: one repeat per arm claims nothing, so no tile at all
-    assert not re.search(r"class=[\"']tile[\"']", html) and "not claimed" not in html
+    assert not re.search(r"class=[\"']tile[\"']", html) and "not claimed:" not in html
     # the windows end with each run's own last stage, so the arms do not overlap
     windows = re.findall(r"(\d{4}-\d\d-\d\dT[\d:.]+Z) → (\d{4}-\d\d-\d\dT[\d:.]+Z)", html)
     assert len(windows) == 2 and windows[0][1] < windows[1][0]
