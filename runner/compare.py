@@ -384,7 +384,8 @@ def _apply_tradeoff_guard(stage: StageComparison) -> None:
 
 
 def _mean_ms(m: StageMetrics) -> float | None:
-    return float(np.mean(m.ok_sorted)) if len(m.ok_sorted) else None
+    """The mean latency of successful answers (computed with the stage's figures)."""
+    return m.mean_ok_ms
 
 
 def _mean_comparison(stage: StageComparison, min_successes: int) -> Distribution:

@@ -46,7 +46,8 @@ def test_a_reshaped_tail_is_not_called_faster(tmp_path: Path) -> None:
     assert dist.mean_ci95[0] <= 1 <= dist.mean_ci95[1]
     assert dist.interval == "between repeats"
     # the mean is the plain mean of the successful answers, not a percentile
-    frame = np.concatenate([m.ok_sorted for m in stage.baseline.per_repeat])
+    assert stage.baseline.blocks is not None
+    frame = stage.baseline.blocks.ok_ms
     assert abs(dist.mean_baseline_ms - float(frame.mean())) < 1e-9  # type: ignore[operator]
     assert dist.verdict == RESHAPED
     assert any(g.startswith(RESHAPED) for g in stage.guards)
