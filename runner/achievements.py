@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import Comparison, MetricComparison, StageComparison
+from .compare import RESHAPED, Comparison, MetricComparison, StageComparison
 from .errors import AchievementError
 from .outcome import threshold_lines
 from .store import atomic_write_json, iso, read_json, utcnow
@@ -70,10 +70,13 @@ def _measurement(comparison: Comparison, stage: StageComparison, metric: MetricC
     }
 
 
-def _display(metric: MetricComparison) -> str:
-    """The headline string: the ratio, and the claim's verdict unless it is an improvement."""
+def _display(metric: MetricComparison, reshaped: bool = False) -> str:
+    """The headline string: the ratio, and the claim's verdict unless it is an improvement (a
+    p95 gain whose distribution guard fired says so instead)."""
     text = fmt_ratio(metric.ratio)
     verdict = metric.claim or metric.verdict
+    if reshaped:
+        return f"{text} ({RESHAPED}{'' if verdict == 'improved' else ', ' + verdict})"
     if verdict == "improved":
         return text
     return f"{text} ({verdict})"
@@ -91,14 +94,20 @@ def _where(stage: StageComparison) -> str:
     return f"{stage.level}{unit}" if stage.level is not None else stage.key
 
 
+# the stack of loadproof's reference service, which is what a run of a profile measured
+REFERENCE_STACK = ["Python", "FastAPI", "PostgreSQL", "SQLAlchemy", "asyncpg"]
+
+
 def technologies(comparison: Comparison) -> list[str]:
+    """What the user measured with: the load tool, and the target's stack when it is known
+    (the reference service for a profile run; a target's own stack comes from the experiment's
+    ``report.stack`` or ``--technology``). Never loadproof's own libraries."""
     found: list[str] = []
     for run in (comparison.baseline, comparison.candidate):
         version = (run.manifest.get("k6") or {}).get("version")
         found.append(f"k6 {version}" if version else "k6")
         if run.manifest.get("profile"):
-            found += ["FastAPI", "PostgreSQL", "SQLAlchemy", "asyncpg", "Prometheus"]
-    found += ["Python", "polars", "Jupyter", "papermill"]
+            found += REFERENCE_STACK
     return list(dict.fromkeys(found))
 
 
@@ -122,7 +131,9 @@ def build_achievement(comparison: Comparison, options: AchievementOptions | None
             if metric.ratio is None:
                 omitted[name] = "; ".join(metric.reasons) or "not measured"
                 continue
-            metrics[name] = _display(metric)
+            reshaped = (key == "latency_p95_ms" and head.distribution is not None
+                        and head.distribution.verdict == RESHAPED)
+            metrics[name] = _display(metric, reshaped)
             measurements[name] = _measurement(comparison, head, metric)
     cap = comparison.capacity
     if cap.ratio is not None:
@@ -244,7 +255,16 @@ def summary_text(comparison: Comparison, metrics: dict[str, str]) -> str:
     if head is not None:
         p95 = head.metrics["latency_p95_ms"]
         success = head.metrics["success_rate"]
-        if p95.baseline is not None and p95.candidate is not None:
+        dist = head.distribution
+        if dist is not None and dist.verdict == RESHAPED:
+            assert dist.mean_baseline_ms is not None and dist.mean_candidate_ms is not None
+            p50 = head.metrics["latency_p50_ms"]
+            parts.append(f"At {_where(head)}, {RESHAPED}: p95 latency went from "
+                         f"{p95.baseline:.1f} ms to {p95.candidate:.1f} ms "
+                         f"({p95.claim or p95.verdict}), but the mean stayed "
+                         f"{dist.mean_baseline_ms:.1f} → {dist.mean_candidate_ms:.1f} ms and "
+                         f"the median rose {p50.baseline:.1f} → {p50.candidate:.1f} ms")
+        elif p95.baseline is not None and p95.candidate is not None:
             parts.append(f"At {_where(head)}, p95 latency went from {p95.baseline:.1f} ms to "
                          f"{p95.candidate:.1f} ms ({p95.claim or p95.verdict})")
         if success.baseline is not None and success.candidate is not None:

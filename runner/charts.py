@@ -21,8 +21,17 @@ from .compare import Comparison  # noqa: E402
 from .metrics import StageMetrics  # noqa: E402
 from .store import Run  # noqa: E402
 
-PALETTE = {"baseline": "#7f7f7f", "candidate": "#1f77b4"}
-sns.set_theme(style="whitegrid", context="notebook")
+PALETTE = {"baseline": "#8a8f98", "candidate": "#1565c0"}
+SLO_COLOUR = "#c62828"
+# drawn at the width they are shown (about 7 in on a page): text stays legible on a phone,
+# where the chart is scaled to the screen's width
+WIDTH_IN = 7.0
+PHONE_WIDTH_IN = 4.4  # the same charts for a screen about 390 px wide
+sns.set_theme(style="whitegrid", context="notebook", rc={
+    "font.family": "DejaVu Sans", "font.size": 12, "axes.titlesize": 13,
+    "axes.titleweight": "bold", "axes.labelsize": 12, "xtick.labelsize": 11,
+    "ytick.labelsize": 11, "legend.fontsize": 11, "svg.fonttype": "path",
+    "axes.spines.top": False, "axes.spines.right": False})
 
 
 @dataclass
@@ -115,12 +124,116 @@ def _roles(comparison: Comparison) -> list[tuple[str, str]]:
 
 # --- the charts -----------------------------------------------------------------------------
 
+def ms_axis(ax: Any, axis: str = "y") -> None:
+    """A log latency axis whose ticks read in milliseconds (5 ms, 20 ms, 100 ms), not 10¹."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_minor_formatter(NullFormatter())
+    target.set_major_formatter(FuncFormatter(
+        lambda v, _: (f"{v:,.0f} ms" if v >= 1 else f"{v:g} ms") if v > 0 else ""))
+
+
+def legend_below(ax: Any, ncol: int = 2) -> None:
+    """The legend under the plot, outside the data (two columns at most on a phone)."""
+    if WIDTH_IN < 5:
+        ncol = min(ncol, 2)
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    # seaborn's section titles ("arm", "measure") go; "baseline: before-pool" reads "before-pool"
+    kept = [(h, label.split(": ", 1)[-1] if label.startswith(("baseline: ", "candidate: ",
+                                                              "run: ")) else label)
+            for h, label in zip(handles, labels, strict=True)
+            if label not in ("arm", "measure", "percentile")]
+    handles, labels = [h for h, _ in kept], [label for _, label in kept]
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+                  frameon=False, fontsize=11)
+
+
+def _arm_interval(m: StageMetrics, q: float, rng: Any) -> tuple[float, float] | None:
+    """A 95% interval of one arm's percentile at one stage: between its repeats (t on the
+    log values) with two or more, else from its 1-second blocks (within the run only)."""
+    import numpy as np
+
+    from . import stats
+
+    values = [getattr(p.latency_ok, _QUANTILE_FIELD[q]) for p in m.per_repeat]
+    values = [v for v in values if v]
+    if len(values) >= 2:
+        logs = np.log(values)
+        half = float(stats._t_quantile(0.975, len(logs) - 1) * logs.std(ddof=1)
+                     / np.sqrt(len(logs)))
+        centre = float(logs.mean())
+        return float(np.exp(centre - half)), float(np.exp(centre + half))
+    blocks = m.blocks
+    if blocks is None or blocks.count < stats.MIN_BLOCKS or not len(blocks.ok_ms):
+        return None
+    weights = rng.multinomial(blocks.count, np.full(blocks.count, 1.0 / blocks.count),
+                              size=200).astype(float)
+    draws = stats._quantile_draws(blocks, weights, q)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+_QUANTILE_FIELD = {0.5: "p50_ms", 0.95: "p95_ms", 0.99: "p99_ms"}
+
+
+def main_latency(comparison: Comparison) -> Chart:
+    """The first screen's chart: p50 and p95 against load for both versions, each point with
+    its 95% interval, and the SLO line."""
+    import numpy as np
+
+    rng = np.random.default_rng(20250807)
+    least = comparison.capacity.slo.min_successes
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.3))
+    described = []
+    for (role, label, metrics), colour in zip(_arms(comparison), _palette(comparison),
+                                              strict=True):
+        for q, style, marker in ((0.95, "-", "o"), (0.5, "--", "s")):
+            points = [(m, getattr(m.latency_ok, _QUANTILE_FIELD[q])) for m in metrics
+                      if m.successes >= least and m.level is not None]
+            points = [(m, v) for m, v in points if v]
+            if not points:
+                continue
+            xs = [float(m.level or 0) for m, _ in points]
+            ys = [v for _, v in points]
+            intervals = [_arm_interval(m, q, rng) for m, _ in points]
+            lows = [i[0] if i else v for i, v in zip(intervals, ys, strict=True)]
+            highs = [i[1] if i else v for i, v in zip(intervals, ys, strict=True)]
+            ax.fill_between(xs, lows, highs, color=colour, alpha=0.15, lw=0)
+            ax.plot(xs, ys, ls=style, marker=marker, color=colour, lw=2, ms=6,
+                    label=f"{label} p{int(q * 100)}")
+        head = next((m for m in reversed(metrics) if m.successes >= least), None)
+        if head is not None and head.latency_ok.p95_ms is not None:
+            described.append(f"{_arm_name(role, label)} p50 {_ms(head.latency_ok.p50_ms or 0)}"
+                             f", p95 {_ms(head.latency_ok.p95_ms)} at {_load(comparison, head)}")
+    slo_ms = comparison.capacity.slo.p95_ms
+    ax.axhline(slo_ms, color=SLO_COLOUR, lw=1.5, ls=":", label=f"SLO: p95 ≤ {slo_ms:g} ms")
+    ms_axis(ax)
+    levels = sorted({m.level for m in comparison.baseline_metrics if m.level is not None})
+    if levels:
+        ax.set_xticks(levels)
+    ax.set(xlabel=_x_label(comparison), ylabel="latency",
+           title="Latency against load: p50 and p95, both versions")
+    legend_below(ax, ncol=3)
+    fig.tight_layout()
+    alt = (f"Line chart, log scale: p50 and p95 latency of successful answers in ms against "
+           f"load, {_stage_range(comparison)}, {_arm_list(comparison)}, each point with a "
+           f"shaded 95% interval; a dotted line marks the SLO p95 of {slo_ms:g} ms. "
+           + "; ".join(described) + ".")
+    return Chart(fig, alt)
+
+
 def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, style: str,
                   ylabel: str, title: str) -> tuple[Figure, Any]:
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.6))
     if rows:
         sns.lineplot(pd.DataFrame(rows), x="load", y=y, hue="arm", style=style, markers=True,
-                     ax=ax, palette=_palette(comparison))
+                     ax=ax, palette=_palette(comparison), lw=2, markersize=7)
     ax.set(xlabel=_x_label(comparison), ylabel=ylabel, title=title)
     return fig, ax
 
@@ -152,12 +265,14 @@ def latency_vs_load(comparison: Comparison) -> Chart:
                                  "arm": f"{role}: {label}",
                                  "percentile": name.removesuffix("_ms")})
     slo_ms = comparison.capacity.slo.p95_ms
+    title = ("Arrival-rate probe: latency against offered load" if _model(comparison) == "rate"
+             else "Latency against load: p50, p95 and p99")
     fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
                                          for r in rows], "latency_ms", "percentile",
-                            "latency of successful answers (ms)", "Latency against load")
-    ax.axhline(slo_ms, color="#d62728", lw=1, ls=":", label=f"SLO p95 {slo_ms:g} ms")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8, loc="upper left")
+                            "latency (successful answers)", title)
+    ax.axhline(slo_ms, color=SLO_COLOUR, lw=1.5, ls=":", label=f"SLO p95 {slo_ms:g} ms")
+    ms_axis(ax)
+    legend_below(ax, ncol=3)
     fig.tight_layout()
     alt = (f"Line chart, log scale: p50, p95 and p99 latency of successful answers in ms against "
            f"load, {_stage_range(comparison)}, {_arm_list(comparison)}; a dotted line marks "
@@ -175,16 +290,24 @@ def latency_vs_load(comparison: Comparison) -> Chart:
 
 def throughput_vs_load(comparison: Comparison) -> Chart:
     rows = []
+    # throughput equals goodput when every request succeeded: one line, not one hidden under
+    # the other
+    differ = any(m.throughput_rps != m.goodput_rps for _, _, metrics in _arms(comparison)
+                 for m in metrics)
     for role, label, metrics in _arms(comparison):
         for m in metrics:
-            for name, value in (("throughput", m.throughput_rps), ("goodput (successes)", m.goodput_rps)):
+            measures = ((("throughput (all answers)", m.throughput_rps),) if differ else ()) + (
+                ("goodput (successes)", m.goodput_rps),)
+            for name, value in measures:
                 if value is not None:
                     rows.append({"load": _x(m), "key": m.key, "req/s": value,
                                  "arm": f"{role}: {label}", "measure": name})
     fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
                                          for r in rows], "req/s", "measure", "requests/s",
-                            "Throughput and goodput")
-    ax.legend(fontsize=8)
+                            "Requests served per second against load" if differ else
+                            "Requests served per second (all succeeded) against load")
+    ax.set_ylim(bottom=0)
+    legend_below(ax, ncol=2)
     fig.tight_layout()
     alt = (f"Line chart of throughput and goodput (successful answers) in requests/s against load, "
            f"{_stage_range(comparison)}, {_arm_list(comparison)}.")
@@ -203,15 +326,15 @@ def outcome_shares(comparison: Comparison) -> Chart:
                 rows.append({"stage": f"{_x(m)}\n{role}", "success": m.successes / m.requests,
                              "429": m.rate_limited / m.requests, "errors": m.errors / m.requests,
                              "arm": label, "role": role, "where": _load(comparison, m)})
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.2))
     if rows:
         frame = pd.DataFrame(rows).set_index("stage")[["success", "429", "errors"]]
         frame.plot(kind="bar", stacked=True, ax=ax, color=["#2ca02c", "#ff7f0e", "#d62728"],
                    width=0.8, rot=0)
-    ax.set(ylabel="share of requests", xlabel="", title="Outcomes per stage")
+    ax.set(ylabel="share of requests", xlabel="", title="Answers per stage: success, 429, errors")
     ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", labelsize=8)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.tick_params(axis="x", labelsize=10)
+    legend_below(ax, ncol=3)
     fig.tight_layout()
     alt = (f"Stacked bar chart of the share of requests that succeeded, were rate-limited "
            f"(429) or failed, one bar per stage and arm, {_stage_range(comparison)}, "
@@ -233,13 +356,60 @@ def outcome_shares(comparison: Comparison) -> Chart:
 
 
 def _over_time(run: Run, role: str) -> pd.DataFrame:
-    if not run.usable_stages():
+    """Per second of the run (from its first request): p50, p95 and p99 of successful
+    answers; seconds without answers are absent, so the gaps between stages stay gaps. Each
+    stage's span (start, end, label) on the same clock is in the frame's ``attrs["spans"]``."""
+    frames = []
+    for record in run.usable_stages():
+        frame = pl.read_parquet(run.path / record["requests_file"],
+                                columns=["timestamp", "duration_ms", "status", "expected",
+                                         "stage"])
+        frames.append(frame)
+    if not frames:
         return _own_timeline(run, role)
-    result = aggregate.p95_per_second(run).to_pandas()
-    if result.empty:
-        return pd.DataFrame()
+    frame = pl.concat(frames).sort("timestamp")
+    start = frame["timestamp"].min()
+    frame = frame.with_columns(
+        ((pl.col("timestamp") - start).dt.total_milliseconds() / 1000).alias("t"))
+    spans = []
+    levels = {str(r.get("key")): r.get("level") for r in run.usable_stages()}
+    unit = " users" if (run.plan.model if run.plan else None) == "vus" else " req/s"
+    for key, part in frame.group_by("stage", maintain_order=True):
+        name = str(key[0] if isinstance(key, tuple) else key)
+        level = levels.get(name)
+        low, high = part["t"].min(), part["t"].max()
+        assert isinstance(low, float) and isinstance(high, float)
+        spans.append((low, high,
+                      f"{level}{unit}" if level is not None else name))
+    # a Gatling OK has no status in its log: its success is the expected column
+    ok = pl.col("status").is_between(200, 399) | (pl.col("status").is_null()
+                                                   & pl.col("expected").fill_null(False))
+    binned = (frame.filter(ok)
+              .with_columns(pl.col("t").floor().alias("second"))
+              .group_by("second")
+              .agg(pl.col("duration_ms").quantile(0.50).alias("p50_ms"),
+                   pl.col("duration_ms").quantile(0.95).alias("p95_ms"),
+                   pl.col("duration_ms").quantile(0.99).alias("p99_ms"))
+              .sort("second"))
+    result = binned.to_pandas()
     result["arm"] = f"{role}: {run.label}"
+    result.attrs["spans"] = spans
     return result
+
+
+def _with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """A NaN row after every jump of more than one second: the line breaks there."""
+    import numpy as np
+
+    if frame.empty:
+        return frame
+    breaks = frame["second"].diff().fillna(1) > 1.5
+    gaps = frame.loc[breaks, ["second"]].copy()
+    gaps["second"] = gaps["second"] - 0.5
+    for column in ("p50_ms", "p95_ms", "p99_ms"):
+        if column in frame:
+            gaps[column] = np.nan
+    return pd.concat([frame, gaps]).sort_values("second")
 
 
 def _own_timeline(run: Run, role: str) -> pd.DataFrame:
@@ -263,22 +433,41 @@ def latency_over_time(comparison: Comparison) -> Chart:
     arms = [("baseline", comparison.baseline), ("candidate", comparison.candidate)]
     if comparison.baseline.path == comparison.candidate.path:
         arms = [("run", comparison.baseline)]
-    frames = [(role, run, _over_time(run, role)) for role, run in arms]
-    drawn = [f for _, _, f in frames if not f.empty]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    if drawn:
-        sns.lineplot(pd.concat(drawn), x="second", y="p95_ms", hue="arm", ax=ax, lw=1,
-                     palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(drawn)])
-    ax.set(xlabel="seconds since the run's first request (stages back to back)",
-           ylabel="p95 per second (ms)", title="Latency over time")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    frames = [(role, run, frame, frame.attrs.get("spans") or [])
+              for role, run in arms for frame in [_over_time(run, role)]]
+    fig, axes = plt.subplots(len(frames), 1, figsize=(WIDTH_IN, 2.7 * len(frames) + 0.9),
+                             sharey=True, squeeze=False)
+    for ax, (role, run, frame, spans) in zip(axes[:, 0], frames, strict=True):
+        colour = PALETTE.get(role, PALETTE["candidate"])
+        for index, (start, end, label) in enumerate(spans):
+            ax.axvspan(start, end, color="#e8edf3" if index % 2 == 0 else "#f5f7fa", lw=0)
+            ax.text((start + end) / 2, 1.0, label, transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=10, color="#333")
+        if not frame.empty:
+            gapped = _with_gaps(frame)
+            if "p99_ms" in gapped:
+                ax.fill_between(gapped["second"], gapped["p50_ms"], gapped["p99_ms"],
+                                color=colour, alpha=0.25, lw=0, label="p50 to p99 band")
+            ax.plot(gapped["second"], gapped["p95_ms"], color=colour, lw=1.6,
+                    label="p95" if "p99_ms" in gapped else str(gapped["arm"].iloc[0]))
+            if "p50_ms" in gapped:
+                ax.plot(gapped["second"], gapped["p50_ms"], color=colour, lw=1, ls="--",
+                        label="p50")
+        ms_axis(ax)
+        ax.set_ylabel(run.label, fontsize=12, fontweight="bold")
+        ax.grid(axis="x", visible=False)
+    axes[-1, 0].set_xlabel("seconds since the run's first request (gaps: between stages)")
+    fig.suptitle("Latency over time, per second: p50, p95 and the band to p99",
+                 fontweight="bold", fontsize=13)
+    legend_below(axes[-1, 0], ncol=3)
+    axes[-1, 0].get_legend().set_bbox_to_anchor((0.5, -0.45)) if axes[-1, 0].get_legend() \
+        else None
     fig.tight_layout()
-    alt = (f"Line chart, log scale: p95 latency of successful answers per second in ms over each "
-           f"run's time, its stages back to back ({_stage_range(comparison)}), "
-           f"{_arm_list(comparison)}.")
+    alt = (f"Line charts, log scale, one per run: p50 and p95 latency of successful answers per "
+           f"second in ms with a band to p99, over each run's time, its stages shaded and "
+           f"labelled by load ({_stage_range(comparison)}), {_arm_list(comparison)}.")
     parts = []
-    for role, run, frame in frames:
+    for role, run, frame, _ in frames:
         name = _arm_name(role, run.label)
         if not frame.empty and not run.usable_stages():  # a tool's own timeline (Locust)
             name += " (Locust's p95 of recent requests, failures included, not per second)"
@@ -288,7 +477,7 @@ def latency_over_time(comparison: Comparison) -> Chart:
             parts.append(f"{name} from {_ms(float(frame['p95_ms'].min()))} to "
                          f"{_ms(float(frame['p95_ms'].max()))} over "
                          f"{int(frame['second'].max()) + 1} s")
-    alt += f" Per-second p95: {'; '.join(parts)}."
+    alt += f" Per-second p95 latency of successful answers per second: {'; '.join(parts)}."
     return Chart(fig, alt)
 
 
@@ -308,13 +497,26 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
                              f"{_ms(float(m.latency_ok.p95_ms or 0))}")
         else:
             described.append(f"{_arm_name(role, label)} no successful answers")
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.3))
     if frames:
-        sns.ecdfplot(pd.concat(frames), x="latency_ms", weights="count", hue="arm", ax=ax,
+        sns.ecdfplot(pd.concat(frames), x="latency_ms", weights="count", hue="arm", ax=ax, lw=2,
                      palette=[PALETTE["baseline"], PALETTE["candidate"]][:len(frames)])
-        ax.set_xscale("log")
-    ax.set(xlabel="latency of successful answers (ms)", ylabel="share of requests",
-           title=f"Latency distribution at {key}" if key else "Latency distribution")
+        ms_axis(ax, "x")
+        for y in (0.5, 0.95):
+            ax.axhline(y, color="#999", lw=0.8, ls=":")
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title("")
+            sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                            frameon=False)
+            moved = ax.get_legend()
+            for text in moved.get_texts() if moved is not None else []:  # "baseline: X" → "X"
+                text.set_text(text.get_text().split(": ", 1)[-1])
+    where_title = next((_load(comparison, m) for m in comparison.baseline_metrics
+                        if m.key == key), key)
+    ax.set(xlabel="latency (successful answers)", ylabel="share answered within",
+           title=f"Distribution of latency at {where_title}" if key
+           else "Distribution of latency")
     fig.tight_layout()
     stage_metrics = next((m for m in comparison.baseline_metrics if m.key == key), None)
     where = (f"stage {key} ({_load(comparison, stage_metrics)})"
@@ -326,6 +528,7 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
 
 
 ALL_CHARTS = {
+    "main_latency": main_latency,
     "latency_vs_load": latency_vs_load,
     "throughput_vs_load": throughput_vs_load,
     "outcome_shares": outcome_shares,

@@ -201,7 +201,8 @@ def _achievement_options(args: argparse.Namespace) -> AchievementOptions:
                               interview_value=args.interview_value,
                               salary_target=args.salary_target,
                               completion_date=args.completion_date, unit_cost=args.unit_cost,
-                              currency=args.currency)
+                              currency=args.currency,
+                              extra_technologies=list(args.technology or []))
 
 
 def cmd_achievement(args: argparse.Namespace) -> int:
@@ -292,6 +293,9 @@ def _add_achievement_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit-cost", type=float, default=None,
                         help="cost of one instance-month; enables cost_savings from capacity")
     parser.add_argument("--currency", default="$")
+    parser.add_argument("--technology", action="append", default=[], metavar="NAME",
+                        help="the measured target's stack, one name per flag (e.g. --technology "
+                             "Go --technology Redis); listed in the achievement")
     parser.add_argument("--reports-dir", default=None,
                         help="where feed.json lives (default reports; for report with --out "
                              "DIR, DIR)")

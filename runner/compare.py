@@ -87,6 +87,26 @@ class MetricComparison:
 
 
 @dataclass
+class Distribution:
+    """The distribution guard's figures at one stage: the mean latency of successful answers
+    (ratio above 1 favours the candidate, with its 95% interval) and, when the p95 improved
+    while the mean did not move and the median got worse, the verdict that the tail was
+    reshaped rather than the service made faster (Little's law: an unchanged mean at an
+    unchanged throughput means requests wait as long on average as before)."""
+
+    mean_baseline_ms: float | None
+    mean_candidate_ms: float | None
+    mean_ratio: float | None
+    mean_ci95: tuple[float, float] | None
+    interval: str | None
+    verdict: str | None = None  # RESHAPED, or None
+    text: str | None = None
+
+
+RESHAPED = "tail reshaped, not faster"
+
+
+@dataclass
 class StageComparison:
     key: str
     index: int
@@ -97,6 +117,8 @@ class StageComparison:
     guards: list[str] = field(default_factory=list)
     # why no claim may come from this stage (load not delivered, arms overlapped, disturbed)
     withheld: list[str] = field(default_factory=list)
+    # the mean latency beside the percentiles, and whether the tail was only reshaped
+    distribution: Distribution | None = None
 
 
 @dataclass
@@ -208,6 +230,7 @@ class Comparison:
             "candidate": arm(self.candidate, self.candidate_metrics),
             "stages": [{"key": s.key, "index": s.index, "level": s.level, "guards": s.guards,
                         "withheld": s.withheld,
+                        "distribution": asdict(s.distribution) if s.distribution else None,
                         "metrics": {k: asdict(v) for k, v in s.metrics.items()}}
                        for s in self.stages],
             "capacity": asdict(self.capacity),
@@ -360,6 +383,64 @@ def _apply_tradeoff_guard(stage: StageComparison) -> None:
     if gained:
         stage.guards.append(f"success rate fell from {b:.1%} to {c:.1%}; latency and throughput "
                             f"gains at {stage.key} are reported as a trade-off")
+
+
+def _mean_ms(m: StageMetrics) -> float | None:
+    """The mean latency of successful answers (computed with the stage's figures)."""
+    return m.mean_ok_ms
+
+
+def _mean_comparison(stage: StageComparison, min_successes: int) -> Distribution:
+    """The mean latency of successful answers in both arms, its ratio and 95% interval (between
+    repeats with two or more per arm, else from the runs' 1-second blocks). Its own random
+    generator: the other metrics' intervals do not move because this one is computed."""
+    base, cand = stage.baseline, stage.candidate
+    b, c = _mean_ms(base), _mean_ms(cand)
+    if b is None or c is None or b <= 0 or c <= 0 or min(base.successes, cand.successes) \
+            < min_successes:
+        return Distribution(b, c, None, None, None)
+    ratio = b / c
+    rng = np.random.default_rng(20250807 + stage.index)
+    b_parts, c_parts = _parts(base), _parts(cand)
+    b_means = [_mean_ms(p) for p in b_parts]
+    c_means = [_mean_ms(p) for p in c_parts]
+    estimate: stats.RatioEstimate | None = None
+    interval = None
+    if min(len(b_parts), len(c_parts)) >= 2 and all(v for v in b_means + c_means):
+        estimate = stats.welch_log_ratio([float(v) for v in b_means if v],
+                                         [float(v) for v in c_means if v], True)
+        interval = "between repeats"
+    elif base.blocks is not None and cand.blocks is not None:
+        estimate = stats.block_bootstrap_ratio(base.blocks, cand.blocks, "mean", True, ratio,
+                                               rng)
+        interval = "within this run only"
+    ci = estimate.ci95 if estimate is not None else None
+    return Distribution(b, c, ratio, ci, interval if ci else None)
+
+
+def apply_distribution_guard(stage: StageComparison, min_successes: int) -> None:
+    """A p95 that improved (its interval above 1) while the mean latency stayed put (its
+    interval spans 1) and the median got worse (its interval below 1): the tail was reshaped,
+    the service was not made faster. Said in the stage's guards, and
+    kept in ``stage.distribution`` for every headline and talking point."""
+    dist = _mean_comparison(stage, min_successes)
+    stage.distribution = dist
+    p95, p50 = stage.metrics["latency_p95_ms"], stage.metrics["latency_p50_ms"]
+    tail_better = p95.ratio is not None and p95.ci95 is not None and p95.ci95[0] > 1
+    median_worse = p50.ratio is not None and p50.ci95 is not None and p50.ci95[1] < 1
+    mean_same = dist.mean_ci95 is not None and dist.mean_ci95[0] <= 1 <= dist.mean_ci95[1]
+    if not (tail_better and median_worse and mean_same):
+        return
+    assert dist.mean_baseline_ms is not None and dist.mean_candidate_ms is not None
+    assert p50.baseline is not None and p50.candidate is not None
+    assert p95.baseline is not None and p95.candidate is not None
+    dist.verdict = RESHAPED
+    dist.text = (f"{RESHAPED}: p95 fell from {p95.baseline:.1f} to {p95.candidate:.1f} ms, but "
+                 f"the mean went from {dist.mean_baseline_ms:.1f} to "
+                 f"{dist.mean_candidate_ms:.1f} ms (no change beyond its 95% interval) and the "
+                 f"median rose from {p50.baseline:.1f} to {p50.candidate:.1f} ms: the slowest "
+                 "requests were made faster at the expense of the typical one")
+    stage.guards.append(dist.text)
 
 
 def delivery_problem(m: StageMetrics) -> str | None:
@@ -626,6 +707,7 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
             if metric.verdict == "not comparable":
                 stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
         _apply_tradeoff_guard(stage)
+        apply_distribution_guard(stage, slo.min_successes)
         for arm, m in (("baseline", base), ("candidate", cand)):
             problem = delivery_problem(m)
             if problem is not None:

@@ -32,7 +32,7 @@ PROBE_DEPRECATED = ("probe: is deprecated: a fixed grid only bounds capacity bet
                     "capacity: {model: rate, precision: 0.1, trial_duration: 3s, script: submit})"
                     "; this file's probe still runs as before")
 REPORT_KEYS = {"interview_value", "salary_target", "completion_date", "unit_cost",
-               "achievement_type", "currency"}
+               "achievement_type", "currency", "stack"}
 
 
 @dataclass
@@ -175,6 +175,9 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
         deprecations.append(f"{source}: {PROBE_DEPRECATED}")
     capacity, capacity_script, capacity_repeat = _capacity(source, data, slo, plan.repeat)
     report = _check_keys(source, "report", data.get("report") or {}, REPORT_KEYS)
+    stack = report.get("stack", [])
+    if not isinstance(stack, list) or not all(isinstance(t, str) for t in stack):
+        raise _fail(source, "report.stack", "expected a list of names, e.g. [Go, Redis]")
     if report.get("unit_cost") is not None:
         _typed(source, "report.unit_cost", report["unit_cost"], (int, float), "a number")
     generators = _typed(source, "generators", data.get("generators", 1), (int,),

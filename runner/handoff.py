@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .compare import ArmCapacity, Capacity, Comparison, MetricComparison, Slo, StageComparison
+from .compare import ArmCapacity, Capacity, Comparison, Distribution, MetricComparison, Slo, StageComparison
 from .errors import RunStoreError
 from .metrics import Latency, StageMetrics
 from .store import Run, load_run
@@ -42,6 +42,13 @@ def _metric(data: dict[str, Any]) -> MetricComparison:
     return MetricComparison(**values)
 
 
+def _distribution(data: dict[str, Any] | None) -> Distribution | None:
+    if not data:
+        return None
+    ci = data.get("mean_ci95")
+    return Distribution(**{**data, "mean_ci95": tuple(ci) if ci else None})
+
+
 def comparison_from_dict(data: dict[str, Any]) -> Comparison:
     """The inverse of ``Comparison.to_dict`` (the runs are opened from their stored paths)."""
     runs = {role: load_run(Path(data[role]["path"])) for role in ("baseline", "candidate")}
@@ -52,7 +59,8 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
                               baseline=by_key["baseline"][s["key"]],
                               candidate=by_key["candidate"][s["key"]],
                               metrics={k: _metric(v) for k, v in s["metrics"].items()},
-                              guards=list(s["guards"]), withheld=list(s["withheld"]))
+                              guards=list(s["guards"]), withheld=list(s["withheld"]),
+                              distribution=_distribution(s.get("distribution")))
               for s in data["stages"]]
     cap = dict(data["capacity"])
     capacity = Capacity(**{**cap, "slo": Slo(**cap["slo"]),

@@ -88,6 +88,7 @@ class StageMetrics:
     latency_all: Latency
     summary_p95_ms: float | None = None  # k6's own figure, for the cross-check
     summary_only: bool = False  # imported from a summary alone: no samples, no intervals
+    mean_ok_ms: float | None = None  # mean latency of successful answers (distribution guard)
     # which definition of success the figures use: "expected_response" (k6's tag, 429 apart),
     # "status 2xx-3xx" (the tag was not recorded), or "k6 summary (http_req_failed)"
     success_source: str = "status 2xx-3xx"
@@ -254,6 +255,7 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
         blocks=_blocks(frame, ok_mask, ok_ms, latency_ok, duration_s) if blocks else None,
+        mean_ok_ms=float(ok_ms.mean()) if len(ok_ms) else None,
         records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
         requests=requests, successes=successes, rate_limited=limited,

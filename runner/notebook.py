@@ -11,45 +11,14 @@ from typing import Any
 
 import pandas as pd
 
-from . import charts, summary
+from . import charts, reportview, summary
 from .achievements import AchievementOptions, build_achievement
 from .compare import Comparison, Slo, compare_runs
 from .errors import RunStoreError, UsageError
 from .metrics import metrics_table, stage_metrics
 from .outcome import threshold_lines
+from .reportview import REPORT_CSS
 from .store import PROJECT_ROOT, Run, load_run
-
-REPORT_CSS = """
-<style>
-  body, .jp-Notebook { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; }
-  .lp h1 { font-size: 1.9em; margin: 0 0 .2em 0; }
-  .lp .sub { color: #555; margin-bottom: 1em; }
-  .lp .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0 16px 0; }
-  .lp .card { border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px;
-              min-width: 150px; flex: 1 1 150px; background: #f8fafc; }
-  .lp .card .v { font-size: 1.6em; font-weight: 700; color: #0b4f8a; }
-  .lp .card .v.bad { color: #b42318; } .lp .card .v.flat { color: #6b7280; }
-  .lp .card .k { font-size: .85em; color: #444; }
-  .lp .card .ci { font-size: .8em; color: #666; }
-  .lp table.lpt { border-collapse: collapse; font-size: .85em; margin: 6px 0 12px 0; }
-  .lp table.lpt th { background: #eef2f7; text-align: left; padding: 4px 8px; }
-  .lp table.lpt td { border-top: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
-  .lp table.lpt th { text-align: left !important; }
-  .lp ul.caveats li { color: #7a4b00; }
-  .lp blockquote { border-left: 4px solid #0b4f8a; margin: 6px 0; padding: 4px 12px;
-                   background: #f4f8fc; }
-  .lp pre.stages { background: #f6f8fa; padding: 8px; font-size: .82em; white-space: pre-wrap; }
-  @page { size: A4; margin: 14mm 12mm; }
-  @media print {
-    .jp-Cell { break-inside: avoid; }
-    .jp-MarkdownCell { break-after: avoid; page-break-after: avoid; }
-    .lp table.lpt { font-size: .7em; }
-    .lp table.lpt td, .lp table.lpt th { padding: 3px 5px; }
-    img { max-width: 100%; }
-  }
-</style>
-"""
-
 
 _OPTIONAL_STR = (str, type(None))
 _NUMBER = (int, float)
@@ -188,8 +157,9 @@ def load_report(baseline_run: str | Path, candidate_run: str | Path, *, title: s
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return str(frame.to_html(index=False, classes="lpt", border=0, na_rep="—",
-                             float_format=lambda v: f"{v:,.2f}"))
+    table = str(frame.to_html(index=False, classes="lpt", border=0, na_rep="—",
+                              float_format=lambda v: f"{v:,.2f}"))
+    return f'<div class="scroll">{table}</div>'  # a phone scrolls a wide table, header and all
 
 
 def _wrap(body: str) -> Any:
@@ -199,41 +169,45 @@ def _wrap(body: str) -> Any:
 
 
 def header(report: ReportData) -> Any:
+    """The first screen: the experiment's title, one sentence with the result and its
+    trade-offs, the main chart, what changed, the evidence, and a tile per claim made."""
     c = report.comparison
-    cards = []
-    for key, label in (("latency_improvement", "p95 latency"),
-                       ("capacity_increase", "capacity under SLO"),
-                       ("success_rate_improvement", "success rate"),
-                       ("throughput_improvement", "goodput"),
-                       ("cost_savings", "cost")):
-        value = report.achievement["metrics"].get(key)
-        record = report.achievement["measurements"].get(key, {})
-        if value is None:
-            reason = report.achievement["omitted"].get(key, "not measured")
-            cards.append(f'<div class="card"><div class="v flat">—</div><div class="k">{label}'
-                         f'</div><div class="ci">not claimed: {html.escape(reason[:140])}</div>'
-                         "</div>")
-            continue
-        verdict = record.get("verdict", "")
-        css = "" if verdict in ("improved", "derived") else (
-            "bad" if verdict in ("regressed", "trade-off") else "flat")
-        ci = record.get("ci95")
-        scope = ("within this run only" if "within this run only" in record.get("note", "")
-                 else "between repeats")
-        ci_text = (f"95% interval {ci[0]:.2f}–{ci[1]:.2f}, {scope}" if ci
-                   else "no interval (a load level)")
-        shown = value.split(" (")[0] if key != "cost_savings" else value
-        cards.append(f'<div class="card"><div class="v {css}">{html.escape(shown)}</div>'
-                     f'<div class="k">{label}: {html.escape(verdict)}</div>'
-                     f'<div class="ci">{ci_text}</div></div>')
+    charted = c
+    if any(m.blocks is None and not m.summary_only for m in c.baseline_metrics):
+        # handed over without samples: the chart's per-arm intervals need the 1-second blocks
+        import dataclasses
+
+        charted = dataclasses.replace(c, baseline_metrics=stage_metrics(c.baseline),
+                                      candidate_metrics=stage_metrics(c.candidate))
+    main = charts.main_latency(charted)
+    changed = reportview.changed_items(c)
+    changed_html = ("<ul class='changed'>" + "".join(f"<li>{item}</li>" for item in changed)
+                    + "</ul>") if changed else "<p>No recorded setting differs between the two " \
+        "versions.</p>"
     body = (REPORT_CSS + f"<h1>{html.escape(report.title)}</h1>"
-            f'<div class="sub"><b>{html.escape(c.candidate.label)}</b> against '
-            f"<b>{html.escape(c.baseline.label)}</b>, measured with k6. Runs "
-            f"<code>{c.baseline.run_id}</code> and <code>{c.candidate.run_id}</code>. Ratios "
-            "above 1 favour the candidate.</div>"
-            f'<div class="cards">{"".join(cards)}</div>'
-            f"<p>{html.escape(report.achievement['summary'])}</p>")
+            f"<p class='lead'>{reportview.headline_sentence(c, report.probe)}</p>"
+            + reportview.tiles(report.achievement)
+            + _figure_html(main.figure, main.alt, CAPTIONS["main_latency"],
+                           _narrow(charts.main_latency, charted))
+            + f"<p><b>What changed</b> ({html.escape(c.baseline.label)} → "
+            f"{html.escape(c.candidate.label)}):</p>{changed_html}"
+            f"<p class='evidence'>{reportview.evidence_line(c)}</p>"
+            f"<p class='run-ids'>{reportview.runs_line(c)}</p>")
     return _wrap(body)
+
+
+def results(report: ReportData) -> Any:
+    """Every stage's measures before → after, with the change, its interval and the verdict."""
+    return _wrap(reportview.results_table(report.comparison))
+
+
+def endpoints(report: ReportData) -> Any:
+    """Per request name and stage: count, success and percentiles before → after."""
+    return _wrap(reportview.endpoint_table(report.comparison))
+
+
+def glossary(report: ReportData) -> Any:
+    return _wrap(reportview.glossary())
 
 
 def dashboard(report: ReportData) -> Any:
@@ -265,18 +239,24 @@ def capacity(report: ReportData) -> Any:
         cap = comp.capacity
         if cap.basis == "search":
             name = "Capacity search"
-        rows = [{"arm": f"{role}: {run.label}", "capacity": arm.shown(),
-                 "knee": arm.knee_level or "—",
-                 "knee reason": arm.knee_reason or "—"}
-                for role, run, arm in (("baseline", comp.baseline, cap.baseline),
-                                       ("candidate", comp.candidate, cap.candidate))]
-        verdict = f" ({cap.verdict})" if cap.ratio is not None else ""
-        # the report's comparison already carries the searches' capacity (loadproof report
-        # puts it there): its table is shown once, above
+        unit = " users" if cap.model == "vus" else " req/s"
+        rows = [{"version": run.label, f"capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ "
+                 f"{cap.slo.success:.0%})": arm.shown(unit)}
+                | ({"knee": f"{arm.knee_level}{unit}: {arm.knee_reason}" if arm.knee_level
+                    else (arm.knee_reason or "—")} if cap.model == "rate" else {})
+                for run, arm in ((comp.baseline, cap.baseline), (comp.candidate, cap.candidate))]
+        model = "closed load, virtual users" if cap.model == "vus" else "open load, arrival rate"
+        if comp is report.probe and report.comparison.capacity.basis == "search":
+            pass  # the report's comparison already carries the searches' capacity, shown above
+        elif cap.ratio is not None:
+            parts.append(f"<h4>{name} ({model}): capacity ratio "
+                         f"{html.escape(cap.ratio_text() + f' ({cap.verdict})')}</h4>")
+        else:
+            parts.append(f"<h4>{name} ({model}): no capacity ratio</h4>"
+                         f"<p>{html.escape(_sentence(reportview.plain_keys(comp, cap.reason or '')))}"
+                         ".</p>")
         if not (comp is report.probe and report.comparison.capacity.basis == "search"):
-            parts.append(f"<h4>{name} ({cap.model}): capacity ratio "
-                         f"{html.escape(cap.ratio_text() + verdict)}</h4>"
-                         + _table(pd.DataFrame(rows)))
+            parts.append(_table(pd.DataFrame(rows)))
         for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
             if trace := trace_rows(run):  # a capacity-search run: its trials in order
                 parts.append(f"<h5>Search trace, {role}: {html.escape(run.label)}</h5>"
@@ -284,12 +264,18 @@ def capacity(report: ReportData) -> Any:
     return _wrap("".join(parts))
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def caveats(report: ReportData) -> Any:
     notes = summary.caveats(report.comparison)
     if report.probe is not None:
-        notes += [f"probe: {n}" for n in summary.caveats(report.probe)]
+        notes += [f"probe {n}" for n in reportview.plain_notes(report.probe,
+                                                              summary.caveats(report.probe))]
     for run in (report.comparison.baseline, report.comparison.candidate):
         notes += [f"{run.label}: k6 threshold {line}" for line in threshold_lines(run.stages)]
+    notes = reportview.plain_notes(report.comparison, notes)
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>none raised</li>"
     return _wrap(f'<ul class="caveats">{items}</ul>')
 
@@ -331,7 +317,8 @@ def cpu_over_time(report: ReportData) -> Any:
 
 def methodology(report: ReportData) -> Any:
     c = report.comparison
-    rows = pd.DataFrame(summary.methodology_rows(c)).set_index("arm").T.reset_index()
+    rows = pd.DataFrame([{**r, "arm": r["arm"].split(": ", 1)[-1]} for r in
+                         summary.methodology_rows(c)]).set_index("arm").T.reset_index()
     rows = rows.rename(columns={"index": ""})
     settings = summary.settings_frame(c)
     body = _table(rows)
@@ -341,18 +328,56 @@ def methodology(report: ReportData) -> Any:
     return _wrap(body)
 
 
-def figure(fig: Any, alt: str) -> Any:
-    """A matplotlib figure as an embedded PNG (the same in Jupyter, HTML and PDF); ``alt`` goes
-    into the output's metadata, where the HTML export writes it as the image's alt text."""
+CAPTIONS = {
+    "main_latency": "Look at the gap between the versions at the highest load and whether each "
+                    "p95 stays under the dotted SLO line; shading: 95% interval of each point.",
+    "latency_vs_load": "Where a line bends upward the service starts queueing; the dotted line "
+                       "is the SLO.",
+    "throughput_vs_load": "A line that flattens while the load rises: the service is saturated.",
+    "outcome_shares": "Anything but green is a request that did not succeed.",
+    "latency_over_time": "Look for drift or spikes within a stage (each shaded column is one "
+                         "stage); a steady band means the stage's figures describe all of it.",
+    "latency_ecdf": "Where the curves cross, one version is faster below that latency and "
+                    "slower above it.",
+}
+
+
+def _svg(fig: Any) -> str:
+    import base64
     import io
 
     import matplotlib.pyplot as plt
-    from IPython.display import Image
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    return Image(data=buffer.getvalue(), format="png", alt=alt)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure_html(fig: Any, alt: str, caption: str, narrow: Any = None) -> str:
+    """A matplotlib figure as vector SVG in an <img> (the same in the HTML and the PDF), its
+    alt text saying what it shows, and a one-line caption saying what to look at. ``narrow``,
+    the same chart drawn for a phone's width, is what a screen under 640 px shows."""
+    source = (f'<source media="(max-width: 640px)" srcset="{_svg(narrow)}"/>'
+              if narrow is not None else "")
+    return (f'<figure><picture>{source}<img src="{_svg(fig)}" '
+            f'alt="{html.escape(alt, quote=True)}"/></picture>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _narrow(draw: Any, comp: Comparison) -> Any:
+    """The chart drawn at a phone's width: its text stays legible when scaled to the screen."""
+    wide = charts.WIDTH_IN
+    charts.WIDTH_IN = charts.PHONE_WIDTH_IN
+    try:
+        return draw(comp).figure
+    finally:
+        charts.WIDTH_IN = wide
+
+
+def figure(fig: Any, alt: str, caption: str = "", narrow: Any = None) -> Any:
+    """A chart as a captioned SVG figure."""
+    return _wrap(_figure_html(fig, alt, caption, narrow))
 
 
 def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
@@ -361,14 +386,22 @@ def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
         from IPython.display import HTML
 
         return HTML("<p><i>No arrival-rate probe in this report.</i></p>")
+    if name == "outcome_shares" and all(m.successes == m.requests for m in
+                                        comp.baseline_metrics + comp.candidate_metrics):
+        return _wrap("<p>Every request at every stage succeeded in both versions (no 429, no "
+                     "error), so there is no outcome chart.</p>")
     drawn = charts.ALL_CHARTS[name](comp)
-    return figure(drawn.figure, drawn.alt)
+    caption = CAPTIONS.get(name, "")
+    if probe:
+        caption = ("The arrival-rate probe: requests arrive at a set rate whatever the answers; "
+                   "where p95 bends upward is the knee.")
+    return figure(drawn.figure, drawn.alt, caption, _narrow(charts.ALL_CHARTS[name], comp))
 
 
 def arm_chart(run: Run, name: str) -> Any:
     """A chart of one run on its own (latency_vs_load, throughput_vs_load, outcome_shares)."""
     drawn = charts.ALL_CHARTS[name](compare_runs(run, run))
-    return figure(drawn.figure, drawn.alt)
+    return figure(drawn.figure, drawn.alt, CAPTIONS.get(name, ""))
 
 
 def run_table(run_ref: str | Path, runs_dir: str | Path = "data/runs") -> pd.DataFrame:

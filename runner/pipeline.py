@@ -165,7 +165,8 @@ def run_pipeline(experiment_path: str | Path | None = None, *,
         achievement_type=str(report.get("achievement_type") or "performance_optimization"),
         interview_value=report.get("interview_value"), salary_target=report.get("salary_target"),
         completion_date=report.get("completion_date"), unit_cost=report.get("unit_cost"),
-        currency=str(report.get("currency") or "$"))
+        currency=str(report.get("currency") or "$"),
+        extra_technologies=list(report.get("stack") or []))
     out = reports_dir / slug(experiment.name) / f"{utcnow():%Y%m%dT%H%M%SZ}"
     progress.line("pipeline: comparing and writing the report")
     make_report(base.path, cand.path, out_dir=out, slo=slo, options=options,

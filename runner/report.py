@@ -20,7 +20,6 @@ from .handoff import release_samples
 from .progress import Progress
 from .site import build_site
 from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
-from .summary import render_markdown
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 FORMATS = ("html", "pdf", "md")
@@ -117,6 +116,43 @@ _ALT_TEXT_TEMPLATE = """{%- extends 'index.html.j2' -%}
 """
 
 
+def experiment_title(baseline: Run, candidate: Run) -> str | None:
+    """The title of the experiment file the runs were recorded by (``experiment.yaml`` beside
+    the run folders, as ``loadproof pipeline`` leaves a store), when its arms are these runs'
+    labels; None otherwise."""
+    import yaml
+
+    for folder in dict.fromkeys((baseline.path.parent, candidate.path.parent)):
+        path = folder / "experiment.yaml"
+        try:
+            data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("title"), str):
+            continue
+        arms = {str(a) for a in (data.get("arms") or {})}
+        labels = {baseline.label.removeprefix("probe-"), candidate.label.removeprefix("probe-")}
+        if labels <= arms:
+            return str(data["title"])
+    return None
+
+
+def _document_metadata(page: str, title: str) -> str:
+    """<title> from the experiment, and the description (the first screen's sentence) and
+    generator in <meta> tags: WeasyPrint writes them into the PDF's metadata."""
+    import html as html_lib
+    import re
+
+    lead = re.search(r"<p class=['\"]lead['\"]>(.*?)</p>", page, re.S)
+    description = html_lib.unescape(re.sub(r"<[^>]+>", "", lead.group(1))) if lead else ""
+    meta = (f'<meta name="description" content="{html_lib.escape(description, quote=True)}">'
+            '<meta name="generator" content="loadproof">'
+            '<meta name="keywords" content="load test, k6, before/after, latency">')
+    page = re.sub(r"<title>.*?</title>", f"<title>{html_lib.escape(title)}</title>", page,
+                  count=1, flags=re.S)
+    return page.replace("</title>", "</title>" + meta, 1)
+
+
 def export_html(executed: Path, out_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -130,8 +166,12 @@ def export_html(executed: Path, out_path: Path) -> Path:
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    out_path.write_text(body, encoding="utf-8")
+    notebook = nbformat.read(executed, as_version=4)
+    title = str(((notebook.metadata.get("papermill") or {}).get("parameters") or {})
+                .get("title") or "loadproof report")
+    notebook.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(notebook)
+    out_path.write_text(_document_metadata(body, title), encoding="utf-8")
     return out_path
 
 
@@ -170,7 +210,8 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     options = options or AchievementOptions()
     base, cand = load_pair(baseline, candidate, runs_dir)
     comparison = compare_runs(base, cand, slo=slo)
-    title = title or options.title or f"{cand.label} vs {base.label}"
+    title = title or options.title or experiment_title(base, cand) or \
+        f"{cand.label} vs {base.label}"
     options.title = options.title or title
     out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,8 +226,11 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     write_achievement(achievement, out / "achievement.json")
     update_feed(achievement, reports_dir / "feed.json")
     if "md" in wanted:
-        (out / "report.md").write_text(render_markdown(comparison, achievement, title),
-                                       encoding="utf-8")
+        from .reportview import report_markdown
+
+        probe_comparison = compare_runs(*probe, slo=slo) if probe else None
+        (out / "report.md").write_text(report_markdown(comparison, achievement, title,
+                                                       probe_comparison), encoding="utf-8")
     comparison_path = out / "comparison.json"
     comparison_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=_json_default),
                                encoding="utf-8")

@@ -270,7 +270,8 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
                           draws: int = BLOCK_DRAWS) -> RatioEstimate:
     """A 95% percentile interval from resampling each run's 1-second blocks. It describes the
     variation within these runs only, never run-to-run variation, so it supports no verdict.
-    ``metric`` is a quantile ("q0.95"), "throughput", "goodput" or "success"."""
+    ``metric`` is a quantile ("q0.95"), "mean" (successful latencies), "throughput", "goodput"
+    or "success"."""
     if base.count < MIN_BLOCKS or cand.count < MIN_BLOCKS:
         # a handful of seconds cannot show how a run varies over its time
         return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
@@ -282,6 +283,12 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
             return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
         b_draws = _quantile_draws(base, w_base, q)
         c_draws = _quantile_draws(cand, w_cand, q)
+    elif metric == "mean":  # mean latency of successful answers: sums and counts per block
+        if len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
+            return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
+        b_draws, c_draws = ((w @ np.bincount(arm.ok_block, weights=arm.ok_ms, minlength=arm.count))
+                            / np.maximum(w @ np.bincount(arm.ok_block, minlength=arm.count), 1)
+                            for w, arm in ((w_base, base), (w_cand, cand)))
     elif metric in ("throughput", "goodput"):
         attr = "requests" if metric == "throughput" else "successes"
         b_draws = w_base @ getattr(base, attr).astype(float) / base.duration_s

@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import stats
 from .achievements import fmt_ratio, regression_texts
-from .compare import DEFAULT_MIN_SUCCESSES, Comparison, MetricComparison
+from .compare import DEFAULT_MIN_SUCCESSES, RESHAPED, Comparison, MetricComparison
 from .integrity import server_columns
 from .metrics import StageMetrics
 from .outcome import threshold_lines
@@ -203,7 +203,15 @@ def talking_points(comparison: Comparison) -> list[str]:
         success = head.metrics["success_rate"]
         # an imported stage has no load level: name the stage instead
         at = f"{head.level} {unit}" if head.level is not None else f"stage {head.key}"
-        if p95.claim == "improved" and p95.ci95:
+        dist = head.distribution
+        p50 = head.metrics["latency_p50_ms"]
+        if dist is not None and dist.verdict == RESHAPED:
+            points.append(f"At {at}, p95 latency fell from {_ms(p95.baseline)} to "
+                          f"{_ms(p95.candidate)}, but the mean stayed "
+                          f"{_ms(dist.mean_baseline_ms)} → {_ms(dist.mean_candidate_ms)} and the "
+                          f"median rose {_ms(p50.baseline)} → {_ms(p50.candidate)}: {RESHAPED} "
+                          "— the slowest requests gained what the typical one lost.")
+        elif p95.claim == "improved" and p95.ci95:
             points.append(f"At {at}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}: {fmt_ratio(p95.ratio)} faster (95% interval "
                           f"{p95.ci95[0]:.2f}–{p95.ci95[1]:.2f}x), with the success rate at "
@@ -247,6 +255,18 @@ def profile_settings(run: Run) -> dict[str, Any]:
     return dict(profile.get("settings") or {})
 
 
+def run_window(run: Run) -> tuple[str, str]:
+    """When a run measured: its first stage's start to its own last stage's end (the
+    manifest's ``ended_at`` is stamped when the whole pipeline closes the run, after the other
+    arm's stages too); the manifest's stamps only when no stage carries its own."""
+    stages = [s for s in run.manifest.get("stages") or [] if s.get("started_at")]
+    starts = [str(s["started_at"]) for s in stages]
+    ends = [str(s["ended_at"]) for s in stages if s.get("ended_at")]
+    start = min(starts) if starts else str(run.manifest.get("started_at") or "—")
+    end = max(ends) if ends else str(run.manifest.get("ended_at") or "—")
+    return start, end
+
+
 def methodology_rows(comparison: Comparison) -> list[dict[str, str]]:
     rows = []
     for role, run in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
@@ -269,7 +289,7 @@ def methodology_rows(comparison: Comparison) -> list[dict[str, str]]:
                        if commit else "—"),
             "machine": f"{machine.get('system')} {machine.get('machine')}, "
                        f"{machine.get('cpu_count')} CPUs, Python {machine.get('python')}",
-            "window": f"{m.get('started_at')} → {m.get('ended_at')}",
+            "window": " → ".join(run_window(run)),
         })
     return rows
 

@@ -217,7 +217,9 @@ def _run_notebook_in_lab(port: int, token: str, name: str) -> list[dict[str, Any
 
 
 def _figures(outputs: list[dict[str, Any]]) -> int:
-    return sum(1 for o in outputs if {"image/png", "image/svg+xml"} & set(o.get("data", {})))
+    """Charts shown: an image output, or the report's captioned SVG <figure> in HTML."""
+    return sum(1 for o in outputs if {"image/png", "image/svg+xml"} & set(o.get("data", {}))
+               or "<figure><picture>" in o.get("data", {}).get("text/html", ""))
 
 
 def _shown(outputs: list[dict[str, Any]]) -> str:
