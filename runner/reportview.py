@@ -181,6 +181,12 @@ def shown_verdict(stage: StageComparison, metric: MetricComparison) -> tuple[str
             and stage.distribution.verdict == RESHAPED:
         return RESHAPED, "v-reshaped"
     word = metric.claim if metric.metric in CLAIM_METRICS and metric.claim else metric.verdict
+    if metric.metric in CLAIM_METRICS and word == "no significant change" \
+            and metric.verdict in ("improved", "regressed") and metric.p_holm is not None:
+        # its own interval excludes no change, but the correction across the headline family
+        # (every claimable stage x metric) does not let it stand as a claim: say both
+        return (f"{metric.verdict} alone; not a claim after correction for all headline "
+                f"measures (adjusted p = {metric.p_holm:.2f})"), "v-other"
     if metric.metric not in CLAIM_METRICS and word in ("improved", "regressed", "trade-off"):
         return f"{word} (figure, not a claim)", "v-other"
     css = {"improved": "v-improved", "regressed": "v-regressed",

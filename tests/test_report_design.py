@@ -165,3 +165,22 @@ def test_the_results_table_prints_the_comparisons_figures() -> None:
     assert "successes per second" not in page
     assert page.count(RESHAPED) == sum(1 for s in comparison.stages if s.distribution
                                        and s.distribution.verdict == RESHAPED)
+
+
+def test_a_change_significant_alone_but_not_after_correction_says_both() -> None:
+    from types import SimpleNamespace
+
+    from loadproof.compare import MetricComparison
+    from loadproof.reportview import shown_verdict
+
+    stage = SimpleNamespace(distribution=None)
+    metric = MetricComparison("latency_p95_ms", "p95", "ms", True, 617.0, 254.0, 2.43,
+                              (1.37, 4.33), "improved", p_value=0.014,
+                              claim="no significant change", p_holm=0.13)
+    words, css = shown_verdict(stage, metric)  # type: ignore[arg-type]
+    assert words.startswith("improved alone; not a claim") and "adjusted p = 0.13" in words
+    assert css == "v-other"
+    metric.claim, metric.p_holm = "improved", 0.01
+    assert shown_verdict(stage, metric) == ("improved", "v-improved")  # type: ignore[arg-type]
+    metric.verdict, metric.claim = "no significant change", "no significant change"
+    assert shown_verdict(stage, metric)[0] == "no significant change"  # type: ignore[arg-type]
