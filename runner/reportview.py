@@ -556,13 +556,19 @@ def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
-def _capacity_md(name: str, comp: Comparison) -> list[str]:
+def _capacity_md(name: str, comp: Comparison, *, table: bool = True) -> list[str]:
+    """A capacity block of report.md: the ratio and each arm's capacity (unless ``table`` is
+    False: shown already), then any search traces."""
     from .capacity import trace_rows
 
     cap = comp.capacity
     unit = " users" if cap.model == "vus" else " req/s"
+    if cap.basis == "search":
+        name = "Capacity search"
     out = [f"### {name}", ""]
-    if cap.ratio is not None:
+    if not table:
+        out = []
+    elif cap.ratio is not None:
         out += [f"Capacity ratio {cap.ratio_text()} ({cap.verdict}).", ""]
     else:
         out += [f"No capacity ratio: {cap.reason}.", ""]
@@ -571,13 +577,24 @@ def _capacity_md(name: str, comp: Comparison) -> list[str]:
         knee = (f"{arm.knee_level}{unit}: {arm.knee_reason}" if arm.knee_level
                 else (arm.knee_reason or "—"))
         rows.append([run.label, arm.shown(unit), knee if cap.model == "rate" else "—"])
-    out += _md(["version", f"capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ "
-                           f"{cap.slo.success:.0%})", "knee"], rows)
+    if table:
+        out += _md(["version", f"capacity (p95 ≤ {cap.slo.p95_ms:g} ms, success ≥ "
+                               f"{cap.slo.success:.0%})", "knee"], rows)
     for role, run in (("baseline", comp.baseline), ("candidate", comp.candidate)):
         if trace := trace_rows(run):
             out += [f"Search trace, {role}: {run.label}", ""]
-            out += _md(list(trace[0]), [[str(v) for v in row.values()] for row in trace])
+            out += _md(list(trace[0]), [[_trace_cell(k, v) for k, v in row.items()]
+                                        for row in trace])
     return out
+
+
+def _trace_cell(column: str, value: Any) -> str:
+    """A search trace's cell: the success share as a percentage, other figures to 0.1."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2%}" if column == "success" else f"{value:,.1f}"
+    return str(value)
 
 
 def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: str,
@@ -640,7 +657,9 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     out += ["", "## Capacity", ""]
     out += _capacity_md("Stage plan", c)
     if probe is not None:
-        out += _capacity_md("Arrival-rate probe", probe)
+        # when the comparison carries the capacity searches' ratio, the probe adds its traces
+        out += _capacity_md("Arrival-rate probe", probe,
+                            table=c.capacity.basis != "search")
         drawn = charts.ALL_CHARTS["latency_vs_load"](probe)
         plt.close(drawn.figure)
         out += [f"*Chart: {drawn.alt}*", ""]
