@@ -375,9 +375,17 @@ def headline_sentence(comparison: Comparison, probe: Comparison | None = None) -
                 f"{_ms(p95.candidate)} by failing more: success fell from "
                 f"{_value(success, success.baseline)} to <b>{_value(success, success.candidate)}"
                 "</b> (a trade-off, not a speed-up)")
-    elif p95.ratio is not None and p95.ratio >= 1:
+    elif p95.ratio is not None and p95.ratio >= 1 and p95.claim == "improved":
         text = (f"At {esc(at)}, {esc(cand)} cut p95 latency from {_ms(p95.baseline)} to "
                 f"<b>{_ms(p95.candidate)}</b> ({fmt_ratio(p95.ratio)} lower, {esc(p95.claim)})")
+    elif p95.ratio is not None and p95.ratio >= 1:
+        # lower as measured, but no claim: say why rather than "cut ... (no significant change)"
+        why = (f"significant alone, not a claim after correcting for every headline measure "
+               f"(adjusted p = {p95.p_holm:.2f})"
+               if p95.verdict == "improved" and p95.p_holm is not None else str(p95.claim))
+        text = (f"At {esc(at)}, p95 latency with {esc(cand)} measured {_ms(p95.candidate)} "
+                f"against {_ms(p95.baseline)} ({fmt_ratio(p95.ratio)} lower as measured; "
+                f"{esc(why)})")
     else:
         text = (f"At {esc(at)}, p95 latency rose from {_ms(p95.baseline)} to "
                 f"<b>{_ms(p95.candidate)}</b> with {esc(cand)} ({esc(p95.claim)})")

@@ -184,3 +184,21 @@ def test_a_change_significant_alone_but_not_after_correction_says_both() -> None
     assert shown_verdict(stage, metric) == ("improved", "v-improved")  # type: ignore[arg-type]
     metric.verdict, metric.claim = "no significant change", "no significant change"
     assert shown_verdict(stage, metric)[0] == "no significant change"  # type: ignore[arg-type]
+
+
+def test_the_first_sentence_says_cut_only_for_a_claim(tmp_path: Path) -> None:
+    from loadproof.reportview import headline_sentence
+
+    base = _run(tmp_path, "slow", _bimodal, 3)
+    rng = np.random.default_rng(4)
+    repeats = [([v / 2 for v in _bimodal(rng)], [200] * N) for _ in range(3)]
+    cand = make_repeated_run(tmp_path, "fast", {"s1-50vus": (50, repeats)})
+    comparison = compare_runs(base, cand)  # type: ignore[arg-type]
+    p95 = comparison.stages[0].metrics["latency_p95_ms"]
+    assert p95.claim == "improved"
+    assert "fast cut p95 latency" in headline_sentence(comparison)
+    # the same figures without the corrected claim: measured lower, never "cut"
+    p95.claim, p95.p_holm = "no significant change", 0.13
+    sentence = headline_sentence(comparison)
+    assert " cut " not in sentence and "lower as measured" in sentence
+    assert "not a claim after correcting" in sentence and "adjusted p = 0.13" in sentence
