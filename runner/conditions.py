@@ -4,6 +4,7 @@ machine quiet) that keep one arm's leftovers out of the other's measurement."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -315,6 +316,19 @@ def resources_summary(rows: list[tuple[datetime, str, float, float]]) -> dict[st
 _INSUFFICIENT_VUS = re.compile(r"Insufficient VUs", re.IGNORECASE)
 
 
+def k6_usable_cores(cores: int) -> int:
+    """The cores k6 may run on: the machine's, fewer when this process's CPU affinity (which k6
+    inherits) or GOMAXPROCS (which k6's Go runtime obeys; k6 inherits the environment) says."""
+    usable = cores
+    with contextlib.suppress(AttributeError, OSError):
+        usable = min(usable, len(os.sched_getaffinity(0)))
+    with contextlib.suppress(ValueError):
+        limit = int(os.environ.get("GOMAXPROCS", "0"))
+        if limit > 0:
+            usable = min(usable, limit)
+    return max(usable, 1)
+
+
 def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[str, Any],
                     record: dict[str, Any], k6_log: Path | None) -> dict[str, Any]:
     """Whether the load generator (or the machine), not the target, limited this stage."""
@@ -326,8 +340,9 @@ def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[st
         reasons.append(f"machine CPU at ≥{SATURATED_SHARE:.0%} of its {cores} cores in "
                        f"{sum(saturated)} of {len(machine)} samples")
     k6_cores = cpu.get("k6_cpu_cores")
-    if k6_cores is not None and k6_cores >= SATURATED_SHARE * cores:
-        reasons.append(f"k6 used {k6_cores:.2f} of the {cores} cores it could use")
+    usable = k6_usable_cores(cores)
+    if k6_cores is not None and k6_cores >= SATURATED_SHARE * usable:
+        reasons.append(f"k6 used {k6_cores:.2f} of the {usable} cores it could use")
     level, duration = record.get("level"), record.get("duration_s")
     dropped, requests = record.get("dropped_iterations"), record.get("requests")
     if record.get("model") == "rate" and level and duration:
@@ -344,7 +359,7 @@ def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[st
         except OSError:
             pass
     summary = {"limited": bool(reasons), "reasons": reasons, "cores": cores,
-               "k6_cpu_cores": k6_cores,
+               "k6_usable_cores": usable, "k6_cpu_cores": k6_cores,
                "machine_cpu_percent_mean": round(sum(machine) / len(machine), 1)
                if machine else None}
     return summary

