@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,16 @@ class EmbeddedPostgres:
         import pgserver
 
         pg_ctl = pgserver.pg_ctl  # type: ignore[attr-defined]  # generated at import time
-        if self._server is not None:
+        if self._server is None:
+            return
+        try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user)
+        except subprocess.CalledProcessError:
+            # pg_ctl gave up (a busy machine: clients slow to let go within its wait); the
+            # server is stopped for certain, immediately, unless it went meanwhile
+            if self._postmaster_running():
+                pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.data_dir,
+                       user=self._server.system_user)
 
     def restart(self) -> None:
         """Start a stopped server again on the same data folder and socket."""
