@@ -19,8 +19,10 @@ from .telemetry import Telemetry
 from .worker import worker_loop
 
 
-def create_app(settings: Settings, database_url: str) -> FastAPI:
-    """Build the service for ``settings`` against the database at ``database_url``."""
+def create_app(settings: Settings, database_url: str, *, process_index: int = 0) -> FastAPI:
+    """Build the service for ``settings`` against the database at ``database_url``; with
+    several service processes, only the first (``process_index`` 0) requeues tasks a crash
+    left running, since the others' start may come after its workers took tasks."""
     telemetry = Telemetry()
     limiter = (TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst)
                if settings.rate_limit_enabled else None)
@@ -46,7 +48,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         worker_engine = (make_engine(database_url, settings, pool_size=settings.worker_pool_size,
                                      max_overflow=0)
                          if settings.separate_worker_pool else engine)
-        await create_schema(worker_view(engine))
+        await create_schema(worker_view(engine), requeue=process_index == 0)
         state = AppState(settings, engine, worker_engine, telemetry, limiter, breaker,
                          admission=admission)
         if settings.db_concurrency:

@@ -185,8 +185,9 @@ def worker_view(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="READ COMMITTED")
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create tables idempotently, seed personas, and requeue tasks a crash left running."""
+async def create_schema(engine: AsyncEngine, *, requeue: bool = True) -> None:
+    """Create tables idempotently, seed personas, and (``requeue``) requeue tasks a crash left
+    running."""
     async with engine.begin() as conn:
         # Serialize concurrent starts against one database.
         await conn.execute(text("SELECT pg_advisory_xact_lock(724011)"))
@@ -197,7 +198,9 @@ async def create_schema(engine: AsyncEngine) -> None:
                  "ON CONFLICT (id) DO NOTHING"),
             [{"id": i, "name": n, "prompt": p} for i, n, p in PERSONAS],
         )
-        await conn.execute(text("UPDATE tasks SET status = 'queued' WHERE status = 'running'"))
+        if requeue:
+            await conn.execute(
+                text("UPDATE tasks SET status = 'queued' WHERE status = 'running'"))
 
 
 def pool_figures(engine: AsyncEngine) -> dict[str, int]:

@@ -21,11 +21,12 @@ from .settings import Settings
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
           database_url: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM; print the URL once ready; stop embedded PostgreSQL on exit."""
-    import uvicorn
+    """Run until SIGINT/SIGTERM; print the URL once ready; stop embedded PostgreSQL on exit.
 
-    from .app import create_app
-
+    With ``settings.processes`` above 1, that many service processes share the listening
+    socket (each with its own pool, bulkhead and admission control, as behind gunicorn's
+    pre-fork model) and this process supervises them; /metrics then adds up every process's
+    counters and histograms (prometheus_client's multiprocess mode)."""
     url = database_url or settings.database_url or env_database_url()
     embedded: EmbeddedPostgres | None = None
     if url is None:
@@ -35,35 +36,117 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        bound_port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(settings, url), log_level="warning",
-                                access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                                backlog=4096)
-        server = _Server(config)
-
-        async def announce() -> None:
-            while not server.started and not server.should_exit:
-                await asyncio.sleep(0.02)
-            if server.started:
-                shown = f"[{host}]" if ":" in host else host
-                print(f"http://{shown}:{bound_port}", flush=True)
-
-        async def main() -> None:
-            announcer = asyncio.create_task(announce())
-            await server.serve(sockets=[sock])
-            announcer.cancel()
-
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:  # uvloop is optional on platforms without it
-            runner = asyncio.Runner()
-        with runner:
-            runner.run(main())
+        shown = f"[{host}]" if ":" in host else host
+        address = f"http://{shown}:{sock.getsockname()[1]}"
+        if settings.processes > 1:
+            _supervise(settings, url, sock, address)
+        else:
+            _serve_socket(settings, url, sock, announce=address)
     finally:
         if embedded is not None:
             embedded.cleanup()
+
+
+def _serve_socket(settings: Settings, url: str, sock: socket.socket, *, announce: str,
+                  index: int = 0) -> None:
+    """One service process on ``sock`` until SIGINT/SIGTERM; print ``announce`` once serving."""
+    import uvicorn
+
+    from .app import create_app
+
+    config = uvicorn.Config(create_app(settings, url, process_index=index), log_level="warning",
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                            backlog=4096)
+    server = _Server(config)
+
+    async def announcer() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.02)
+        if server.started:
+            print(announce, flush=True)
+
+    async def main() -> None:
+        task = asyncio.create_task(announcer())
+        await server.serve(sockets=[sock])
+        task.cancel()
+
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # uvloop is optional on platforms without it
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(main())
+
+
+_CHILD_ENV = "LP_ORCHESTRATOR_CHILD"
+
+
+def _supervise(settings: Settings, url: str, sock: socket.socket, address: str) -> None:
+    """Start ``settings.processes`` service processes on ``sock``; print ``address`` once all
+    serve; stop them all on SIGINT/SIGTERM, or all of them when one exits on its own."""
+    import json
+    import shutil
+    import tempfile
+
+    sock.listen(4096)
+    metrics_dir = tempfile.mkdtemp(prefix="orchestrator-metrics-")
+    children: list[subprocess.Popen[str]] = []
+    stopping = threading.Event()
+    crashed = False
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child_settings = settings.model_copy(update={"processes": 1}).model_dump_json()
+        for index in range(settings.processes):
+            env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+            env[_CHILD_ENV] = json.dumps({"settings": child_settings, "url": url,
+                                          "fd": sock.fileno(), "index": index})
+            children.append(subprocess.Popen(
+                [sys.executable, "-c", "from loadproof.orchestrator.server import child_main; "
+                 "child_main()"], stdout=subprocess.PIPE, text=True, env=env,
+                pass_fds=(sock.fileno(),)))
+        for child in children:  # each prints one line once it serves
+            assert child.stdout is not None
+            if not child.stdout.readline():
+                raise ServiceStartError(f"a service process exited while starting "
+                                        f"(exit code {child.wait()})")
+        print(address, flush=True)
+        while not stopping.wait(0.2):
+            exited = [c for c in children if c.poll() is not None]
+            if exited:
+                print(f"service process {exited[0].pid} exited with code "
+                      f"{exited[0].returncode}; stopping the others", file=sys.stderr, flush=True)
+                crashed = True
+                break
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+            if child.stdout is not None:
+                child.stdout.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if crashed:
+        sys.exit(1)  # the service did not stop on request: its supervisor fails too
+
+
+def child_main() -> None:
+    """Entry of a service process started by :func:`_supervise`."""
+    import json
+
+    spec = json.loads(os.environ.pop(_CHILD_ENV))
+    settings = Settings.model_validate_json(spec["settings"])
+    sock = socket.socket(fileno=spec["fd"])
+    _serve_socket(settings, spec["url"], sock, announce="serving", index=spec["index"])
 
 
 class _Server:

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # per-request deadline in seconds; 0 disables it
     request_timeout_s: float = Field(default=0.0, ge=0)
 
+    # service processes sharing the listening socket (pre-fork, as gunicorn -w N); each has
+    # its own pools, bulkhead, admission control and workers, so per-process limits multiply
+    processes: int = Field(default=1, ge=1, le=64)
+
     # background workers
     separate_worker_pool: bool = False
     worker_pool_size: int = Field(default=4, ge=1, le=100)

@@ -6,11 +6,12 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from ...db import pool_figures
 from ...state import DB_FAILURES
+from ...telemetry import exposition
 from ..deps import StateDep
 
 router = APIRouter()
@@ -85,4 +86,4 @@ async def metrics(state: StateDep) -> Response:
         t.queue_depth.set(depth)
     except DB_FAILURES:
         pass  # keep the last known depth; readiness reports the outage
-    return Response(generate_latest(t.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(t), media_type=CONTENT_TYPE_LATEST)
