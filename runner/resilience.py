@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,11 +141,25 @@ def fault_figures(run: Run, record: dict[str, Any], *, slo_p95_ms: float,
 
 def _writes(run: Run, record: dict[str, Any]) -> tuple[int | None, int | None]:
     """Acknowledged writes lost (a task answered 201 that read back 404) and writes never
-    verified, from the journey script's counters in the stage's k6 summary."""
-    path = record.get("summary_file")
-    if not path or not (run.path / path).is_file():
+    verified, from the journey script's counters in the stage's k6 summary; a stage split
+    over several generators (--generators) sums its shards' summaries, and counts nothing
+    when one of them is missing."""
+    shards = record.get("shards")
+    paths = [s.get("summary_file") for s in shards] if shards else [record.get("summary_file")]
+    if not paths or any(not p or not (run.path / p).is_file() for p in paths):
         return None, None
-    metrics = (read_json(run.path / path, what="k6 summary").get("metrics") or {})
+    lost_total = pending_total = 0
+    for path in paths:
+        found = _summary_writes(run.path / path)
+        if found is None:
+            return None, None
+        lost_total += found[0]
+        pending_total += found[1]
+    return lost_total, pending_total
+
+
+def _summary_writes(path: Path) -> tuple[int, int] | None:
+    metrics = (read_json(path, what="k6 summary").get("metrics") or {})
 
     def count(name: str) -> int | None:
         entry = metrics.get(name)
@@ -155,7 +170,7 @@ def _writes(run: Run, record: dict[str, Any]) -> tuple[int | None, int | None]:
 
     lost = count("writes_lost")
     if lost is None:
-        return None, None
+        return None
     pending = (count("writes_unverified_added") or 0) - (count("writes_verified_late") or 0)
     return lost, max(pending, 0)
 
