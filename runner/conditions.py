@@ -375,3 +375,34 @@ def record_stage(watch: CpuWatch, record: dict[str, Any], stage_dir: Path) -> No
         record["resources"] = resources_summary(rows)
     record["generator"] = generator_guard(rows, record.get("conditions") or {}, record,
                                           stage_dir / "k6.log")
+
+
+def record_script(watch: CpuWatch, records: list[dict[str, Any]], stage_dir: Path) -> None:
+    """A script-driven run (one k6 process for all its stages): its resource timeline is
+    stored once, and each stage record gets the samples of its own window (from its load
+    start over its measured time; the whole test when its window is unknown) as its
+    summary and the generator guard's machine samples. k6's CPU (``conditions``) is the
+    whole test's, as k6 ran all the stages at once or one after the other."""
+    rows = watch.sampler.rows if watch.sampler is not None else []
+    if rows:
+        write_resources(rows, stage_dir / "resources.parquet")
+    for record in records:
+        mine = _rows_in(rows, record)
+        if rows:
+            record["resources_file"] = f"stages/{stage_dir.name}/resources.parquet"
+        if mine:
+            record["resources"] = resources_summary(mine)
+        record["generator"] = generator_guard(mine, record.get("conditions") or {}, record,
+                                              stage_dir / "k6.log")
+
+
+def _rows_in(rows: list[tuple[datetime, str, float, float]],
+             record: dict[str, Any]) -> list[tuple[datetime, str, float, float]]:
+    start, measured = record.get("load_started_at"), record.get("measured_s")
+    if not start or not measured:
+        return rows
+    begin = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    end = begin.timestamp() + float(measured)
+    # a sample covers the second before it: the first one after the start counts
+    return [row for row in rows if begin.timestamp() < row[0].timestamp() <= end + 0.5] \
+        or rows

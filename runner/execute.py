@@ -481,15 +481,20 @@ class RunSession:
 
     def _scraper(self, stage: Stage, stage_dir: Path) -> tuple[promscrape.Scraper | None, float]:
         """The stage's server-metrics scraper and the gap it needs before the measured scenario
-        (none when the server's metrics are unknown or k6 runs a script as it is)."""
+        (none when the server's metrics are unknown or k6 runs a script it cannot evaluate)."""
+        source = self._metrics_source()
+        drivable = is_shipped(self._script_path) or self._script_options is not None
+        if source is None or not drivable:
+            return None, 0.0
+        return promscrape.stage_scraper(source, stage_dir / "k6.log", stage.warmup_s,
+                                        is_shipped(self._script_path), self.generators)
+
+    def _metrics_source(self) -> promscrape.ServerMetrics | None:
+        """Where the server's metrics are: --prometheus, or the reference service's own."""
         url = self.prometheus or (f"{self.target}/metrics" if self._service is not None
                                   else None)
-        drivable = is_shipped(self._script_path) or self._script_options is not None
-        if url is None or not drivable or self.generators > 1:  # sharded: not scraped yet
-            return None, 0.0
-        return promscrape.stage_scraper(
-            promscrape.ServerMetrics(url, self.prometheus_requests, self.prometheus_latency),
-            stage_dir / "k6.log", stage.warmup_s, is_shipped(self._script_path))
+        return None if url is None else promscrape.ServerMetrics(
+            url, self.prometheus_requests, self.prometheus_latency)
 
     def _k6_cmd(self, raw_csv: Path, summary_tmp: Path, entry: Path) -> list[str]:
         # absolute paths: k6 runs in the stage's folder (so files a script's handleSummary
@@ -553,9 +558,17 @@ class RunSession:
         fault = self._begin_fault(stage, repeat, stage_dir)
         try:
             if self.generators > 1:  # N k6 processes, one execution segment each
-                sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv, summary_tmp,
-                                       limit_s, faults.combine_stop_when(fault, stop_when))
+                if scraper is not None:
+                    scraper.start()
+                try:
+                    sharded = shards.drive(self, cmd, env, stage_dir, title, raw_csv,
+                                           summary_tmp, limit_s,
+                                           faults.combine_stop_when(fault, stop_when))
+                finally:
+                    if scraper is not None:
+                        scraper.stop()  # after every generator exited
                 outcome = sharded.outcome
+                outcome.scraper = scraper
             else:
                 outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv, limit_s=limit_s,
                                          stop_when=faults.combine_stop_when(fault, stop_when),
@@ -574,7 +587,10 @@ class RunSession:
             self._record_window([record], [stage], stage_dir, outcome)
             if outcome.watch is not None:
                 conditions.record_stage(outcome.watch, record, stage_dir)
-            promscrape.record_stage(outcome.scraper, record, stage_dir, raw_csv)
+            promscrape.record_stage(outcome.scraper, record, stage_dir, raw_csv if sharded is None
+                                    else [s.raw_csv for s in sharded.shards])
+            if sharded is not None:
+                shards.drop_raw(self, record, sharded)
             self._drop_raw([record], raw_csv)
         except Exception as exc:  # a broken stage must not lose the finished ones
             record["status"] = "failed"
@@ -649,14 +665,20 @@ class RunSession:
         title = f"[{run.label}] repeat {repeat}/{self.plan.repeat} {self._script_path.name}"
         self.progress.line(f"{title}: the script drives the load ("
                            + ", ".join(s.label for s in stages) + ")")
+        source = self._metrics_source()
         outcome = self._drive_k6(cmd, env, stage_dir, title, raw_csv,
-                                 limit_s=self._script_limit_s(env))
+                                 limit_s=self._script_limit_s(env),
+                                 scraper=promscrape.script_scraper(source, stage_dir / "k6.log")
+                                 if source is not None else None)
         for record in records:
             self._record_exit(record, outcome, stage_dir)
         try:
             self._save_script_files(records, stages, stage_dir, raw_csv, summary_tmp, repeat,
                                     by_scenario)
             self._record_window(records, stages, stage_dir, outcome)
+            if outcome.watch is not None:
+                conditions.record_script(outcome.watch, records, stage_dir)
+            promscrape.record_script(outcome.scraper, records, stage_dir, raw_csv)
             self._drop_raw(records, raw_csv)
         except Exception as exc:
             for record in records:

@@ -47,10 +47,12 @@ def _timeline(run: Run, processes: tuple[str, ...]) -> Any:
     import polars as pl
 
     frames = []
+    seen = set()  # a script-driven run's stages share one timeline
     for record in run.stages:
         name = record.get("resources_file")
-        if not name or not (run.path / name).is_file():
+        if not name or name in seen or not (run.path / name).is_file():
             continue
+        seen.add(name)
         frame = pl.read_parquet(run.path / name).with_columns(
             pl.col("process").cast(pl.String), pl.lit(str(record.get("dir"))).alias("stage"))
         frames.append(frame.filter(pl.col("process").is_in(processes)))

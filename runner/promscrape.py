@@ -184,12 +184,23 @@ class Scraper:
     source: ServerMetrics
     k6_log: Path
     window_offset_s: float | None  # None: the first scrape is taken before k6 starts
+    # a stage split over several k6 processes (--generators): each writes its own log
+    # (shards/<i>/k6.log beside k6_log), and the window's first scrape waits for every mark
+    generators: int = 1
     scrapes: list[tuple[dt.datetime, dt.datetime, Samples]] = field(default_factory=list)
     error: str | None = None
     timeline_failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _client: httpx.Client | None = None
+
+    @property
+    def logs(self) -> list[Path]:
+        """The k6 logs whose test-start marks place the window's first scrape."""
+        if self.generators <= 1:
+            return [self.k6_log]
+        return [self.k6_log.parent / "shards" / str(i) / "k6.log"
+                for i in range(self.generators)]
 
     def start(self) -> Scraper:
         self._client = httpx.Client(timeout=SCRAPE_TIMEOUT_S)
@@ -219,18 +230,28 @@ class Scraper:
     def _loop(self) -> None:
         if self.window_offset_s is not None:
             deadline = time.monotonic() + MARK_TIMEOUT_S
-            mark = None
-            while mark is None:
+            marks: list[dt.datetime | None] = [None] * len(self.logs)
+            while any(mark is None for mark in marks):
                 if self._stop.wait(0.05):
                     self.error = "k6 ended before its measured scenario started"
                     return
                 if time.monotonic() > deadline:
-                    self.error = f"no test-start mark in {self.k6_log.name}"
+                    missing = [str(log.relative_to(self.k6_log.parent))
+                               for log, mark in zip(self.logs, marks, strict=True)
+                               if mark is None]
+                    self.error = f"no test-start mark in {', '.join(missing)}"
                     return
-                try:
-                    mark = scenarios_started_at(self.k6_log.read_text(errors="replace"))
-                except OSError:
-                    mark = None
+                for i, log in enumerate(self.logs):
+                    if marks[i] is None:
+                        try:
+                            marks[i] = scenarios_started_at(log.read_text(errors="replace"))
+                        except OSError:
+                            marks[i] = None
+            known = [mark for mark in marks if mark is not None]
+            # the generators start a little apart: the scrape goes halfway between the
+            # latest warm-up's stop and the earliest measured scenario's start (with one
+            # generator, the offset after its mark)
+            mark = min(known) + (max(known) - min(known)) / 2
             at = mark + dt.timedelta(seconds=self.window_offset_s)
             wait = (at - dt.datetime.now(dt.UTC)).total_seconds()
             if wait < 0:
@@ -254,14 +275,22 @@ class Scraper:
 
 
 def stage_scraper(source: ServerMetrics, k6_log: Path, warmup_s: float,
-                  shipped: bool) -> tuple[Scraper, float]:
+                  shipped: bool, generators: int = 1) -> tuple[Scraper, float]:
     """A stage's scraper and the gap its window needs after the warm-up. Without a warm-up a
     shipped script sends nothing before its measured scenario, so the first scrape is taken
     before k6 starts and no gap is needed; a user's script may send requests in its setup,
-    so it gets the gap too."""
-    gap_s = SCRAPE_GAP_S if warmup_s or not shipped else 0.0
+    so it gets the gap too. A stage split over several generators gets twice the gap: their
+    k6 processes start up to about half a second apart, and the first scrape must fall
+    after every warm-up stopped and before any measured scenario starts."""
+    gap_s = (SCRAPE_GAP_S * (2 if generators > 1 else 1)) if warmup_s or not shipped else 0.0
     offset = warmup_s + 0.75 * gap_s if gap_s else None
-    return Scraper(source, k6_log, offset), gap_s
+    return Scraper(source, k6_log, offset, generators=generators), gap_s
+
+
+def script_scraper(source: ServerMetrics, k6_log: Path) -> Scraper:
+    """The scraper of a script-driven run (k6 runs the user's script as written): its window
+    is the whole k6 test, scraped before k6 starts and after it exits."""
+    return Scraper(source, k6_log, None)
 
 
 def k6_env(gap_s: float, remote_write: str | None) -> dict[str, str]:
@@ -338,18 +367,21 @@ def _parse_iso(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def check_edges(server: dict[str, Any], raw_csv: Path) -> dict[str, Any] | None:
-    """Whether the window's edges were clean, from k6's raw CSV: every warm-up answer came
-    before the first scrape was sent, and the measured scenario's first request was sent after
-    that scrape was answered (a request's start is its end less its duration). None when the
-    raw data cannot tell."""
+def check_edges(server: dict[str, Any], raw_csv: Path | list[Path]) -> dict[str, Any] | None:
+    """Whether the window's edges were clean, from k6's raw CSV (each generator's, when the
+    stage was split): every warm-up answer came before the first scrape was sent, and the
+    measured scenario's first request was sent after that scrape was answered (a request's
+    start is its end less its duration). None when the raw data cannot tell."""
     import polars as pl
 
-    if "window_start" not in server or not raw_csv.is_file():
+    raws = [raw_csv] if isinstance(raw_csv, Path) else raw_csv
+    if "window_start" not in server or not raws or not all(r.is_file() for r in raws):
         return None
-    frame = pl.scan_csv(raw_csv, infer_schema=False, low_memory=True)
-    if "scenario" not in frame.collect_schema().names():
+    frames = [pl.scan_csv(raw, infer_schema=False, low_memory=True) for raw in raws]
+    if any("scenario" not in f.collect_schema().names() for f in frames):
         return None
+    frame = pl.concat([f.select("metric_name", "scenario", "timestamp", "metric_value")
+                       for f in frames])
     rows = (frame.filter(pl.col("metric_name") == "http_req_duration")
             .select(pl.col("scenario"),
                     pl.col("timestamp").cast(pl.Int64).alias("end_us"),
@@ -375,7 +407,7 @@ def check_edges(server: dict[str, Any], raw_csv: Path) -> dict[str, Any] | None:
 
 
 def record_stage(scraper: Scraper | None, record: dict[str, Any], stage_dir: Path,
-                 raw_csv: Path) -> None:
+                 raw_csv: Path | list[Path]) -> None:
     """Put the server's view of a finished stage in its record (``server``), its timeline in
     ``server.parquet``, and whether the window's edges were clean (``server.edges``)."""
     if scraper is None:
@@ -385,26 +417,71 @@ def record_stage(scraper: Scraper | None, record: dict[str, Any], stage_dir: Pat
         edges = check_edges(server, raw_csv)
         if edges is not None:
             server["edges"] = edges
-        rows = timeline_rows(scraper)
-        if rows:
-            import polars as pl
-
-            pl.DataFrame(rows, schema={"timestamp": pl.Datetime("us", "UTC"),
-                                       "status": pl.String, "requests": pl.Int64},
-                         orient="row").write_parquet(stage_dir / "server.parquet")
-            server["timeline_file"] = f"stages/{stage_dir.name}/server.parquet"
+        _write_timeline(scraper, server, stage_dir)
         client = record.get("requests")
         if client is not None:
             server["client_requests"] = client
             server["difference"] = server["requests_total"] - client
-        requests = stage_dir / "requests.parquet"
-        if requests.is_file():
-            import polars as pl
-
-            p95 = pl.scan_parquet(requests).select(
-                pl.col("duration_ms").quantile(0.95, "nearest")).collect().item()
-            server["client_p95_ms"] = round(float(p95), 3) if p95 is not None else None
+        server["client_p95_ms"] = _client_p95(stage_dir / "requests.parquet")
     record["server"] = server
+
+
+def record_script(scraper: Scraper | None, records: list[dict[str, Any]], stage_dir: Path,
+                  raw_csv: Path) -> None:
+    """A script-driven run's server view (k6 ran the user's script as written): one window,
+    the whole k6 test, scraped before k6 started and after it exited, so nothing is in flight
+    at its edges. The server's count is set beside every request k6 sent in the test (its
+    raw CSV: setup, teardown and every scenario); ``client_requests_stored`` is what the
+    run's stages keep. Every stage record of the run gets the same ``server``, with
+    ``scope: "test"`` (never summed over the stages)."""
+    if scraper is None:
+        return
+    server = server_record(scraper)
+    server["scope"] = "test"
+    if "error" not in server:
+        server["edges"] = {"first_scrape_before_k6_started": True,
+                           "last_scrape_after_k6_exited": True,
+                           "clean": (server.get("in_flight_at_start") or 0) <= 1}
+        _write_timeline(scraper, server, stage_dir)
+        sent = _requests_sent(raw_csv)
+        if sent is not None:
+            server["client_requests"] = sent
+            server["difference"] = server["requests_total"] - sent
+        server["client_requests_stored"] = sum(int(r.get("requests") or 0) for r in records)
+        server["client_p95_ms"] = _client_p95(stage_dir / "requests.parquet")
+    for record in records:
+        record["server"] = dict(server)
+
+
+def _write_timeline(scraper: Scraper, server: dict[str, Any], stage_dir: Path) -> None:
+    rows = timeline_rows(scraper)
+    if rows:
+        import polars as pl
+
+        pl.DataFrame(rows, schema={"timestamp": pl.Datetime("us", "UTC"),
+                                   "status": pl.String, "requests": pl.Int64},
+                     orient="row").write_parquet(stage_dir / "server.parquet")
+        server["timeline_file"] = f"stages/{stage_dir.name}/server.parquet"
+
+
+def _client_p95(requests: Path) -> float | None:
+    if not requests.is_file():
+        return None
+    import polars as pl
+
+    p95 = pl.scan_parquet(requests).select(
+        pl.col("duration_ms").quantile(0.95, "nearest")).collect().item()
+    return round(float(p95), 3) if p95 is not None else None
+
+
+def _requests_sent(raw_csv: Path) -> int | None:
+    """Every HTTP request k6 recorded in its raw CSV (http_reqs samples)."""
+    if not raw_csv.is_file():
+        return None
+    import polars as pl
+
+    return int(pl.scan_csv(raw_csv, infer_schema=False, low_memory=True)
+               .filter(pl.col("metric_name") == "http_reqs").select(pl.len()).collect().item())
 
 
 def check_options(args: Any) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def _writes(run: Run, record: dict[str, Any]) -> tuple[int | None, int | None]:
         return None, None
     lost_total = pending_total = 0
     for path in paths:
-        found = _summary_writes(run.path / path)
+        found = _summary_writes(run.path / str(path))
         if found is None:
             return None, None
         lost_total += found[0]

@@ -322,9 +322,15 @@ def save_files(session: RunSession, record: dict[str, Any], stage_dir: Path, sta
     if results:
         record["threshold_results"] = results
         record["threshold_scope"] = "shards"
+
+
+def drop_raw(session: RunSession, record: dict[str, Any], sharded: ShardedOutcome) -> None:
+    """Each shard's raw CSV is kept only with --keep-raw (after the server's window edges
+    were checked against them)."""
     raws = [s.raw_csv for s in sharded.shards if s.raw_csv.is_file()]
     if session.keep_raw:
-        record["raw_files"] = [f"{base}/{SHARDS_DIR}/{p.parent.name}/raw.csv" for p in raws]
+        record["raw_files"] = [f"stages/{record['dir']}/{SHARDS_DIR}/{p.parent.name}/raw.csv"
+                               for p in raws]
     else:
         for raw in raws:
             raw.unlink()
