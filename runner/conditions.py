@@ -23,22 +23,35 @@ DISTURBED_CORES = 0.25
 QUIET_CORES = 0.25
 QUIET_TIMEOUT_S = 15.0
 GONE_TIMEOUT_S = 20.0
-# the generator guard: the machine saturated (this share of all cores) for most of the stage,
-# or k6 at this share of the cores it could use
+# the generator guard: the machine saturated (this share of all cores not free for k6:
+# processes, interrupts, steal) in most (more than half) of the stage's samples, or k6 at this
+# share of the cores it could use
 SATURATED_SHARE = 0.90
 SATURATED_SAMPLES = 0.5
 # the sampler finds each watched tree's processes again every this many samples
 REDISCOVER_EVERY = 5
 
 
-def _busy_seconds() -> float:
-    """CPU seconds the machine's cores spent running processes (steal excluded: that is the
-    hypervisor's)."""
+def _busy_seconds(unavailable: bool = False) -> float:
+    """CPU seconds the machine's cores spent running processes (guest time excluded: Linux
+    already counts it in user time). ``unavailable``: every second a core was not free for
+    k6, which adds the cores' hard and soft interrupt time (psutil's ``irq`` and ``softirq``;
+    on loopback, the load's own packets) and, on a virtual machine, the time the hypervisor
+    ran something else while this machine wanted to run (``steal``). That is the measure of
+    "is the machine saturated"; without them, of "what did other processes use" (the load's
+    own packets and the hypervisor's neighbours are not other processes here)."""
+    processes, interrupts, steal = _busy_split()
+    return processes + interrupts + steal if unavailable else processes
+
+
+def _busy_split() -> tuple[float, float, float]:
+    """(CPU seconds running processes, in interrupts, stolen), from one reading."""
     t = psutil.cpu_times()
-    # interrupts are excluded too: on loopback they are the load's own packets, not "others"
-    idle = (t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
-            + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
-    return float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
+    interrupts = float(getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+    steal = float(getattr(t, "steal", 0.0))
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    busy = float(sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
+    return busy - interrupts - steal, interrupts, steal
 
 
 def _tree(pids: Iterable[int]) -> list[psutil.Process]:
@@ -89,12 +102,14 @@ class CpuWatch:
     sampler: ResourceSampler | None = None
     _t0: float = 0.0
     _busy0: float = 0.0
+    _irq0: float = 0.0
+    _steal0: float = 0.0
     _own0: tuple[float, float] = (0.0, 0.0)
     _cpu0: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def start(self) -> CpuWatch:
         self._t0 = time.monotonic()
-        self._busy0 = _busy_seconds()
+        self._busy0, self._irq0, self._steal0 = _busy_split()
         self._own0 = _own_split()
         self._cpu0 = {name: _cpu_by_pid(_tree(pids)) for name, pids in self.groups.items()
                       if pids is not None}
@@ -114,7 +129,9 @@ class CpuWatch:
         if self.sampler is not None:
             self.sampler.stop()
         elapsed = time.monotonic() - self._t0
-        busy = _busy_seconds() - self._busy0
+        busy_now, irq_now, steal_now = _busy_split()
+        busy, interrupts = busy_now - self._busy0, irq_now - self._irq0
+        steal = steal_now - self._steal0
         own, reaped = (now - before for now, before in zip(_own_split(), self._own0, strict=True))
         seconds: dict[str, float | None] = {"loadproof": own, self.reaped_name: reaped}
         for name, pids in self.groups.items():
@@ -127,13 +144,20 @@ class CpuWatch:
         cores = {name: (value / elapsed if value is not None and elapsed > 0 else None)
                  for name, value in seconds.items()}
         known = sum(v for v in cores.values() if v is not None)
-        machine = busy / elapsed if elapsed > 0 else 0.0
-        other = max(machine - known, 0.0)
+        processes = busy / elapsed if elapsed > 0 else 0.0
+        interrupt_cores = interrupts / elapsed if elapsed > 0 else 0.0
+        steal_cores = steal / elapsed if elapsed > 0 else 0.0
+        other = max(processes - known, 0.0)
         unknown = [name for name, value in seconds.items() if value is None]
         return {
             "window_s": round(elapsed, 3),
             "cores": psutil.cpu_count() or os.cpu_count(),
-            "machine_cpu_cores": round(machine, 3),
+            # the cores not free for k6: processes, interrupts (interrupt_cpu_cores) and the
+            # hypervisor's steal (steal_cpu_cores); other processes' share is reckoned from
+            # the processes' part alone
+            "machine_cpu_cores": round(processes + interrupt_cores + steal_cores, 3),
+            "interrupt_cpu_cores": round(interrupt_cores, 3),
+            "steal_cpu_cores": round(steal_cores, 3),
             **{f"{name}_cpu_cores": (round(v, 3) if v is not None else None)
                for name, v in cores.items()},
             "other_cpu_cores": round(other, 3),
@@ -221,7 +245,7 @@ class ResourceSampler:
         self._thread = threading.Thread(target=self._loop, name="loadproof-sampler", daemon=True)
         self._last: dict[int, float] = {}
         self._last_t = time.monotonic()
-        self._last_busy = _busy_seconds()
+        self._last_busy = _busy_seconds(unavailable=True)
         self._procs: dict[str, list[psutil.Process]] = {}
         self._samples = 0
 
@@ -264,7 +288,7 @@ class ResourceSampler:
     def sample(self) -> None:
         now, stamp = time.monotonic(), datetime.now(UTC)
         elapsed = max(now - self._last_t, 1e-6)
-        busy = _busy_seconds()
+        busy = _busy_seconds(unavailable=True)  # the machine: every core not free for k6
         memory = psutil.virtual_memory()
         machine_rss = (memory.total - memory.available) / 2**20
         self.rows.append((stamp, "machine", 100 * (busy - self._last_busy) / elapsed, machine_rss))
@@ -336,10 +360,15 @@ def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[st
     reasons = []
     machine = [c for _, name, c, _ in rows if name == "machine"]
     saturated = [c >= SATURATED_SHARE * 100 * cores for c in machine]
-    if machine and sum(saturated) >= SATURATED_SAMPLES * len(machine):
-        reasons.append(f"machine CPU at ≥{SATURATED_SHARE:.0%} of its {cores} cores in "
-                       f"{sum(saturated)} of {len(machine)} samples")
     k6_cores = cpu.get("k6_cpu_cores")
+    if machine and sum(saturated) > SATURATED_SAMPLES * len(machine):
+        reasons.append(f"machine CPU at ≥{SATURATED_SHARE:.0%} of its {cores} cores in "
+                       f"{sum(saturated)} of {len(machine)} samples (mean "
+                       f"{sum(machine) / len(machine) / cores:.0f}%"
+                       + (f", k6 at {k6_cores:.2f} cores" if k6_cores is not None else "")
+                       + (f", other processes {other:.2f} cores"
+                          if (other := cpu.get("other_cpu_cores")) is not None else "")
+                       + ")")
     usable = k6_usable_cores(cores)
     if k6_cores is not None and k6_cores >= SATURATED_SHARE * usable:
         reasons.append(f"k6 used {k6_cores:.2f} of the {usable} cores it could use")
@@ -360,6 +389,7 @@ def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[st
             pass
     summary = {"limited": bool(reasons), "reasons": reasons, "cores": cores,
                "k6_usable_cores": usable, "k6_cpu_cores": k6_cores,
+               "other_cpu_cores": cpu.get("other_cpu_cores"),
                "machine_cpu_percent_mean": round(sum(machine) / len(machine), 1)
                if machine else None}
     return summary

@@ -24,7 +24,14 @@ def test_calm_stage_is_not_flagged(tmp_path: Path) -> None:
         run = run_stages(make_plan("10", stage_duration="3s"), label="calm", target=url,
                          script="quick", out_dir=tmp_path, progress=Progress(quiet=True))
     (record,) = run.stages
-    assert record["generator"]["limited"] is False, record["generator"]
+    guard, cpu = record["generator"], record["conditions"]
+    # the load never limits a calm stage: no reason names k6, its rate or its VUs; the one
+    # reason such a stage can get is a machine that other processes saturated (a shared
+    # machine), and then the reason names them and they, not the load, used the CPU
+    if guard["limited"]:
+        (reason,) = guard["reasons"]
+        assert reason.startswith("machine CPU") and "other processes" in reason, guard
+        assert cpu["other_cpu_cores"] > cpu["k6_cpu_cores"] + cpu["loadproof_cpu_cores"], cpu
     resources = pl.read_parquet(run.path / record["resources_file"])
     assert set(resources["process"].cast(pl.String)) == {"machine", "k6"}
     assert resources.filter(pl.col("process") == "k6").height >= 2
