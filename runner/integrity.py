@@ -25,6 +25,8 @@ def server_columns(record: dict[str, Any]) -> dict[str, str]:
 
     edges = server.get("edges") or {}
     note = " (window edges not clean)" if edges and not edges.get("clean") else ""
+    if server.get("scope") == "test":  # a script-driven run: one window, the whole k6 test
+        note += " (whole k6 test)"
     client = server.get("client_requests", record.get("requests"))
     return {"requests client / server": f"{client if client is not None else '—'} / "
                                         f"{server.get('requests_total')}{note}",

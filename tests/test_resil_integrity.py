@@ -111,3 +111,15 @@ def test_a_script_driven_run_is_cross_checked_and_sampled(tmp_path: Path) -> Non
         # the guard judged the split stage (its verdict depends on what else the machine runs)
     assert record["generator"]["k6_cpu_cores"] == record["conditions"]["k6_cpu_cores"]
     assert browse["conditions"]["k6_cpu_cores"] > 0
+
+
+def test_a_whole_test_window_is_named_in_the_report_columns() -> None:
+    from loadproof.integrity import server_columns
+
+    record = {"requests": 40, "server": {"scope": "test", "requests_total": 41,
+                                         "client_requests": 41, "client_p95_ms": 3.0,
+                                         "p95_ms": 2.5, "edges": {"clean": True}}}
+    columns = server_columns(record)
+    assert columns["requests client / server"] == "41 / 41 (whole k6 test)"
+    del record["server"]["scope"]
+    assert server_columns(record)["requests client / server"] == "41 / 41"
