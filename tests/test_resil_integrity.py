@@ -123,3 +123,19 @@ def test_a_whole_test_window_is_named_in_the_report_columns() -> None:
     assert columns["requests client / server"] == "41 / 41 (whole k6 test)"
     del record["server"]["scope"]
     assert server_columns(record)["requests client / server"] == "41 / 41"
+
+
+@pytest.mark.slow
+def test_the_reference_service_counts_what_two_generators_stored(tmp_path: Path) -> None:
+    # the reference service's own /metrics, scraped around a stage split over 2 generators
+    run = run_stages(make_plan("100", model="rate", stage_duration="3s", warmup="1s"),
+                     label="cross2", profile="optimized", script="submit", out_dir=tmp_path,
+                     progress=QUIET, generators=2)
+    (record,) = load_run(run.path).stages
+    server = record["server"]
+    assert "error" not in server, server
+    client = record["requests"]
+    assert client >= 0.5 * 100 * 3
+    assert server["edges"]["clean"] is True, server
+    assert abs(server["requests_total"] - client) <= 0.01 * client, server
+    assert record["resources"]["target"]["samples"] >= 2
