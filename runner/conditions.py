@@ -353,6 +353,32 @@ def k6_usable_cores(cores: int) -> int:
     return max(usable, 1)
 
 
+def planned_arrivals(record: dict[str, Any]) -> float | None:
+    """The arrivals an open-model stage planned: loadproof's rate times its duration, or a
+    script's own scenario's (``planned``): its constant rate, or the area under its ramping
+    rate. None for a closed-model stage."""
+    from .plan import parse_duration
+
+    if record.get("model") != "rate" or not record.get("duration_s"):
+        return None
+    source = record.get("planned") or {}
+    executor = source.get("executor")
+    if executor is None:
+        level = record.get("level")
+        return float(level) * float(record["duration_s"]) if level else None
+    unit = parse_duration(source.get("timeUnit") or "1s", what="timeUnit") or 1.0
+    if executor == "constant-arrival-rate":
+        return float(source.get("rate") or 0) / unit * float(record["duration_s"])
+    if executor == "ramping-arrival-rate":
+        total, rate = 0.0, float(source.get("startRate") or 0) / unit
+        for step in source.get("stages") or []:
+            target = float(step.get("target") or 0) / unit
+            total += (rate + target) / 2 * parse_duration(step.get("duration") or 0)
+            rate = target
+        return total
+    return None
+
+
 def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[str, Any],
                     record: dict[str, Any], k6_log: Path | None) -> dict[str, Any]:
     """Whether the load generator (or the machine), not the target, limited this stage."""
@@ -372,15 +398,16 @@ def generator_guard(rows: list[tuple[datetime, str, float, float]], cpu: dict[st
     usable = k6_usable_cores(cores)
     if k6_cores is not None and k6_cores >= SATURATED_SHARE * usable:
         reasons.append(f"k6 used {k6_cores:.2f} of the {usable} cores it could use")
-    level, duration = record.get("level"), record.get("duration_s")
+    duration = record.get("duration_s")
     dropped, requests = record.get("dropped_iterations"), record.get("requests")
-    if record.get("model") == "rate" and level and duration:
-        planned = level * duration
+    planned = planned_arrivals(record)
+    if planned and duration:
         if dropped and dropped > 0.01 * planned:
             reasons.append(f"{dropped} dropped iterations ({dropped / planned:.1%} of "
                            f"{planned:.0f} planned)")
         if requests is not None and requests < 0.95 * planned:
-            reasons.append(f"achieved {requests / duration:.0f} req/s of {level} planned")
+            reasons.append(f"achieved {requests / duration:.0f} req/s of "
+                           f"{planned / duration:.0f} planned")
     if k6_log is not None and k6_log.is_file():
         try:
             if _INSUFFICIENT_VUS.search(k6_log.read_text(errors="replace")):

@@ -100,3 +100,22 @@ def test_300_users_against_a_fast_target_is_flagged(tmp_path: Path,
             assert guard["machine_cpu_percent_mean"] >= 45 * cores, guard
     # the one-process target was not what saturated: k6 used more than it
     assert cpu["k6_cpu_cores"] > cpu["target_cpu_cores"], cpu
+
+
+def test_planned_arrivals_of_loadproof_and_script_stages() -> None:
+    assert conditions.planned_arrivals({"model": "rate", "level": 50, "duration_s": 4.0}) == 200
+    assert conditions.planned_arrivals({"model": "vus", "level": 50, "duration_s": 4.0}) is None
+    constant = {"model": "rate", "level": 1, "duration_s": 10.0,
+                "planned": {"executor": "constant-arrival-rate", "rate": 30, "timeUnit": "1m"}}
+    assert conditions.planned_arrivals(constant) == 5.0  # 0.5/s for 10 s (level rounds to 1)
+    ramp = {"model": "rate", "level": 20, "duration_s": 4.0,
+            "planned": {"executor": "ramping-arrival-rate", "startRate": 0, "timeUnit": "1s",
+                        "stages": [{"duration": "2s", "target": 20},
+                                   {"duration": "2s", "target": 20}]}}
+    assert conditions.planned_arrivals(ramp) == 60.0  # 20 while ramping up, 40 at 20/s
+    # a script's ramp that got all its arrivals is not "under 95% of the planned rate"
+    guard = conditions.generator_guard([], {}, {**ramp, "requests": 60,
+                                                "dropped_iterations": 0}, None)
+    assert guard["limited"] is False, guard
+    short = conditions.generator_guard([], {}, {**ramp, "requests": 50}, None)
+    assert short["reasons"] == ["achieved 12 req/s of 15 planned"]
