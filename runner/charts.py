@@ -157,70 +157,67 @@ def legend_below(ax: Any, ncol: int = 2) -> None:
                   frameon=False, fontsize=11)
 
 
-def _arm_interval(m: StageMetrics, q: float, rng: Any) -> tuple[float, float] | None:
-    """A 95% interval of one arm's percentile at one stage: between its repeats (t on the
-    log values) with two or more, else from its 1-second blocks (within the run only)."""
-    import numpy as np
-
-    from . import stats
-
-    values = [getattr(p.latency_ok, _QUANTILE_FIELD[q]) for p in m.per_repeat]
-    values = [v for v in values if v]
-    if len(values) >= 2:
-        logs = np.log(values)
-        half = float(stats._t_quantile(0.975, len(logs) - 1) * logs.std(ddof=1)
-                     / np.sqrt(len(logs)))
-        centre = float(logs.mean())
-        return float(np.exp(centre - half)), float(np.exp(centre + half))
-    blocks = m.blocks
-    if blocks is None or blocks.count < stats.MIN_BLOCKS or not len(blocks.ok_ms):
-        return None
-    weights = rng.multinomial(blocks.count, np.full(blocks.count, 1.0 / blocks.count),
-                              size=200).astype(float)
-    draws = stats._quantile_draws(blocks, weights, q)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(low), float(high)
+_QUANTILE_FIELD = {0.5: "p50_ms", 0.95: "p95_ms"}
 
 
-_QUANTILE_FIELD = {0.5: "p50_ms", 0.95: "p95_ms", 0.99: "p99_ms"}
+def _arm_points(comparison: Comparison, role: str, metrics: list[StageMetrics], q: float) \
+        -> list[tuple[StageMetrics, float, tuple[float, float] | None]]:
+    """(stage, value, 95% interval) of one arm's percentile at each load level, as the results
+    table shows them: the comparison's value and interval for a compared stage; a stage the
+    other arm lacks (the plans differ) with its own figure and no interval."""
+    side = "candidate" if role == "candidate" else "baseline"
+    metric_name = "latency_" + _QUANTILE_FIELD[q]
+    compared = {s.key: s.metrics[metric_name] for s in comparison.stages}
+    least = comparison.capacity.slo.min_successes
+    points = []
+    for m in metrics:
+        if m.level is None:
+            continue
+        metric = compared.get(m.key)
+        if metric is not None:
+            value, ci = getattr(metric, side), getattr(metric, f"{side}_ci95")
+        elif m.successes >= least:
+            value, ci = getattr(m.latency_ok, _QUANTILE_FIELD[q]), None
+        else:
+            value, ci = None, None
+        if value:
+            points.append((m, float(value), tuple(ci) if ci else None))
+    return points
 
 
 def main_latency(comparison: Comparison) -> Chart:
     """The first screen's chart: p50 and p95 against load for both versions, each point with
-    its 95% interval, and the SLO line."""
-    import numpy as np
-
-    rng = np.random.default_rng(20250807)
-    least = comparison.capacity.slo.min_successes
+    its 95% interval, and the SLO line; every value and interval is the comparison's."""
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.3))
     described = []
     for (role, label, metrics), colour in zip(_arms(comparison), _palette(comparison),
                                               strict=True):
+        drawn = {}
         for q, style, marker in ((0.95, "-", "o"), (0.5, "--", "s")):
-            points = [(m, getattr(m.latency_ok, _QUANTILE_FIELD[q])) for m in metrics
-                      if m.successes >= least and m.level is not None]
-            points = [(m, v) for m, v in points if v]
+            points = _arm_points(comparison, role, metrics, q)
+            drawn[q] = points
             if not points:
                 continue
-            xs = [float(m.level or 0) for m, _ in points]
-            ys = [v for _, v in points]
-            intervals = [_arm_interval(m, q, rng) for m, _ in points]
-            lows = [i[0] if i else v for i, v in zip(intervals, ys, strict=True)]
-            highs = [i[1] if i else v for i, v in zip(intervals, ys, strict=True)]
+            xs = [float(m.level or 0) for m, _, _ in points]
+            ys = [v for _, v, _ in points]
+            lows = [ci[0] if ci else v for _, v, ci in points]
+            highs = [ci[1] if ci else v for _, v, ci in points]
             ax.fill_between(xs, lows, highs, color=colour, alpha=0.15, lw=0)
             ax.plot(xs, ys, ls=style, marker=marker, color=colour, lw=2, ms=6,
                     label=f"{label} p{int(q * 100)}")
-        head = next((m for m in reversed(metrics) if m.successes >= least), None)
-        if head is not None and head.latency_ok.p95_ms is not None:
-            described.append(f"{_arm_name(role, label)} p50 {_ms(head.latency_ok.p50_ms or 0)}"
-                             f", p95 {_ms(head.latency_ok.p95_ms)} at {_load(comparison, head)}")
+        if drawn[0.95]:
+            head, p95, _ = drawn[0.95][-1]
+            p50 = next((v for m, v, _ in drawn[0.5] if m.key == head.key), None)
+            described.append(f"{_arm_name(role, label)} "
+                             + (f"p50 {_ms(p50)}, " if p50 is not None else "")
+                             + f"p95 {_ms(p95)} at {_load(comparison, head)}")
     slo_ms = comparison.capacity.slo.p95_ms
     ax.axhline(slo_ms, color=SLO_COLOUR, lw=1.5, ls=":", label=f"SLO: p95 ≤ {slo_ms:g} ms")
     ms_axis(ax)
     levels = sorted({m.level for m in comparison.baseline_metrics if m.level is not None})
     if levels:
         ax.set_xticks(levels)
-    ax.set(xlabel=_x_label(comparison), ylabel="latency",
+    ax.set(xlabel=_x_label(comparison), ylabel="latency of successful answers",
            title="Latency against load: p50 and p95, both versions")
     legend_below(ax, ncol=3)
     fig.tight_layout()

@@ -84,6 +84,10 @@ class MetricComparison:
     # (CLAIM_METRICS at every stage); None for metrics outside the family
     claim: str | None = None
     p_holm: float | None = None
+    # latency percentiles: each arm's own value with its 95% interval (between its repeats, or
+    # within its run), so a chart of the arms' points draws what the table shows
+    baseline_ci95: tuple[float, float] | None = None
+    candidate_ci95: tuple[float, float] | None = None
 
 
 @dataclass
@@ -443,6 +447,25 @@ def apply_distribution_guard(stage: StageComparison, min_successes: int) -> None
     stage.guards.append(dist.text)
 
 
+def _arm_intervals(stage: StageComparison) -> None:
+    """Each arm's 95% interval of its own latency percentiles, around the value the table
+    shows (the geometric mean of its repeats: t on their logs; one run: its 1-second blocks
+    resampled). Its own random generator: the ratios' intervals do not move because of it."""
+    rng = np.random.default_rng(20250807 + 1000 + stage.index)
+    for name, q in _QUANTILE.items():
+        metric = stage.metrics[name]
+        for side, m in (("baseline", stage.baseline), ("candidate", stage.candidate)):
+            if getattr(metric, side) is None:
+                continue
+            values = [_value(p, name) for p in _parts(m)]
+            ci = None
+            if len(values) >= 2 and all(v is not None for v in values):
+                ci = stats.repeats_interval([float(v) for v in values if v is not None])
+            elif len(values) == 1 and m.blocks is not None:
+                ci = stats.block_bootstrap_quantile(m.blocks, q, rng)
+            setattr(metric, f"{side}_ci95", ci)
+
+
 def delivery_problem(m: StageMetrics) -> str | None:
     """Why the planned load was not delivered (the generator fell behind, or the target could
     not take the arrivals): more than 1% of planned iterations dropped, or, in the open model,
@@ -708,6 +731,7 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
                 stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
         _apply_tradeoff_guard(stage)
         apply_distribution_guard(stage, slo.min_successes)
+        _arm_intervals(stage)
         for arm, m in (("baseline", base), ("candidate", cand)):
             problem = delivery_problem(m)
             if problem is not None:

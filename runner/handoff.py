@@ -36,8 +36,9 @@ def _stage(data: dict[str, Any], run: Run, *, pooled: bool) -> StageMetrics:
 
 def _metric(data: dict[str, Any]) -> MetricComparison:
     values = dict(data)
-    if values.get("ci95") is not None:
-        values["ci95"] = tuple(values["ci95"])
+    for key in ("ci95", "baseline_ci95", "candidate_ci95"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
     values["repeats"] = tuple(values["repeats"])
     return MetricComparison(**values)
 

@@ -172,14 +172,7 @@ def header(report: ReportData) -> Any:
     """The first screen: the experiment's title, one sentence with the result and its
     trade-offs, the main chart, what changed, the evidence, and a tile per claim made."""
     c = report.comparison
-    charted = c
-    if any(m.blocks is None and not m.summary_only for m in c.baseline_metrics):
-        # handed over without samples: the chart's per-arm intervals need the 1-second blocks
-        import dataclasses
-
-        charted = dataclasses.replace(c, baseline_metrics=stage_metrics(c.baseline),
-                                      candidate_metrics=stage_metrics(c.candidate))
-    main = charts.main_latency(charted)
+    main = charts.main_latency(c)  # its points and intervals are the comparison's
     changed = reportview.changed_items(c)
     changed_html = ("<ul class='changed'>" + "".join(f"<li>{item}</li>" for item in changed)
                     + "</ul>") if changed else "<p>No recorded setting differs between the two " \
@@ -188,7 +181,7 @@ def header(report: ReportData) -> Any:
             f"<p class='lead'>{reportview.headline_sentence(c, report.probe)}</p>"
             + reportview.tiles(report.achievement)
             + _figure_html(main.figure, main.alt, CAPTIONS["main_latency"],
-                           _narrow(charts.main_latency, charted))
+                           _narrow(charts.main_latency, c))
             + f"<p><b>What changed</b> ({html.escape(c.baseline.label)} → "
             f"{html.escape(c.candidate.label)}):</p>{changed_html}"
             f"<p class='evidence'>{reportview.evidence_line(c)}</p>"

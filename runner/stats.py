@@ -112,6 +112,17 @@ def welch_log_ratio(base: Sequence[float], cand: Sequence[float], lower_is_bette
                          "welch-log")
 
 
+def repeats_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """A 95% interval of one arm's geometric mean of per-repeat estimates (t on the log
+    values): the interval of the very point ``geometric_mean`` gives; needs two positive values."""
+    if len(values) < 2 or any(v is None or not v > 0 for v in values):
+        return None
+    logs = np.log(np.asarray(values, dtype=float))
+    half = _t_quantile(1 - ALPHA / 2, len(logs) - 1) * float(logs.std(ddof=1)) / math.sqrt(len(logs))
+    centre = float(logs.mean())
+    return math.exp(centre - half), math.exp(centre + half)
+
+
 def log_share_variance(successes: int, total: int) -> float:
     """Sampling variance of log(share) for one repeat, from the Agresti–Coull-adjusted share
     (never zero, also at 0% or 100%)."""
@@ -263,6 +274,17 @@ def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
     bucketed = np.sqrt(_EDGES[bucket] * _EDGES[bucket + 1])
     exact = _exact_quantile(b, q)
     return np.asarray(bucketed[1:] * (exact / bucketed[0]), dtype=np.float64)
+
+
+def block_bootstrap_quantile(b: Blocks, q: float, rng: np.random.Generator,
+                             draws: int = BLOCK_DRAWS) -> tuple[float, float] | None:
+    """A 95% percentile interval of one run's quantile ``q`` from resampling its 1-second
+    blocks (the variation within this run only); None with too few blocks or no successes."""
+    if b.count < MIN_BLOCKS or len(b.ok_ms) == 0:
+        return None
+    values = _quantile_draws(b, _block_weights(b.count, draws, rng), q)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_better: bool,
