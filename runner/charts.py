@@ -133,7 +133,9 @@ def ms_axis(ax: Any, axis: str = "y") -> None:
 
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    # across, "50 ms" labels need room: 1-3-10 there, 1-2-5 up the side
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if axis == "y"
+                                        else (1.0, 3.0)))
     target.set_minor_formatter(NullFormatter())
     target.set_major_formatter(FuncFormatter(
         lambda v, _: (f"{v:,.0f} ms" if v >= 1 else f"{v:g} ms") if v > 0 else ""))
@@ -217,8 +219,11 @@ def main_latency(comparison: Comparison) -> Chart:
     levels = sorted({m.level for m in comparison.baseline_metrics if m.level is not None})
     if levels:
         ax.set_xticks(levels)
-    ax.set(xlabel=_x_label(comparison), ylabel="latency of successful answers",
-           title="Latency against load: p50 and p95, both versions")
+    narrow = WIDTH_IN < 5  # a phone: words that fit its width
+    ax.set(xlabel=_x_label(comparison),
+           ylabel="latency (successes)" if narrow else "latency of successful answers",
+           title="p50 and p95 against load" if narrow
+           else "Latency against load: p50 and p95, both versions")
     legend_below(ax, ncol=3)
     fig.tight_layout()
     alt = (f"Line chart, log scale: p50 and p95 latency of successful answers in ms against "
@@ -228,12 +233,16 @@ def main_latency(comparison: Comparison) -> Chart:
     return Chart(fig, alt)
 
 
-def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, style: str,
+def _against_load(comparison: Comparison, rows: list[dict[str, Any]], y: str, style: str | None,
                   ylabel: str, title: str) -> tuple[Figure, Any]:
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.6))
     if rows:
-        sns.lineplot(pd.DataFrame(rows), x="load", y=y, hue="arm", style=style, markers=True,
-                     ax=ax, palette=_palette(comparison), lw=2, markersize=7)
+        marks: dict[str, Any] = {"style": style, "markers": True} if style else {"marker": "o"}
+        sns.lineplot(pd.DataFrame(rows), x="load", y=y, hue="arm", ax=ax,
+                     palette=_palette(comparison), lw=2, markersize=7, **marks)
+    levels = sorted({m.level for m in comparison.baseline_metrics if m.level is not None})
+    if levels:  # ticks at the levels that were run
+        ax.set_xticks(levels)
     ax.set(xlabel=_x_label(comparison), ylabel=ylabel, title=title)
     return fig, ax
 
@@ -303,7 +312,8 @@ def throughput_vs_load(comparison: Comparison) -> Chart:
                     rows.append({"load": _x(m), "key": m.key, "req/s": value,
                                  "arm": f"{role}: {label}", "measure": name})
     fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
-                                         for r in rows], "req/s", "measure", "requests/s",
+                                         for r in rows], "req/s", "measure" if differ else None,
+                            "answers per second",
                             "Requests served per second against load" if differ else
                             "Requests served per second (all succeeded) against load")
     ax.set_ylim(bottom=0)

@@ -181,7 +181,7 @@ def header(report: ReportData) -> Any:
             f"<p class='lead'>{reportview.headline_sentence(c, report.probe)}</p>"
             + reportview.tiles(report.achievement)
             + _figure_html(main.figure, main.alt, CAPTIONS["main_latency"],
-                           _narrow(charts.main_latency, c))
+                           _narrow(charts.main_latency, c), "main_latency")
             + f"<p><b>What changed</b> ({html.escape(c.baseline.label)} → "
             f"{html.escape(c.candidate.label)}):</p>{changed_html}"
             f"<p class='evidence'>{reportview.evidence_line(c)}</p>"
@@ -225,10 +225,12 @@ def ratios(report: ReportData) -> Any:
 def capacity(report: ReportData) -> Any:
     from .capacity import trace_rows
 
-    parts = []
+    blocks = []
     for name, comp in (("Stage plan", report.comparison), ("Arrival-rate probe", report.probe)):
         if comp is None:
             continue
+        parts: list[str] = []
+        blocks.append(parts)
         cap = comp.capacity
         if cap.basis == "search":
             name = "Capacity search"
@@ -254,7 +256,11 @@ def capacity(report: ReportData) -> Any:
             if trace := trace_rows(run):  # a capacity-search run: its trials in order
                 parts.append(f"<h5>Search trace, {role}: {html.escape(run.label)}</h5>"
                              + _table(pd.DataFrame(trace)))
-    return _wrap("".join(parts))
+        if comp is report.probe:  # the probe's chart right under its table, on one page
+            parts.append(_chart_html(comp, "latency_vs_load", PROBE_CAPTION))
+    # the probe's heading, table and chart stay together on paper
+    return _wrap("".join(f"<div class='keep'>{''.join(parts)}</div>" if "<figure>" in
+                         "".join(parts) else "".join(parts) for parts in blocks))
 
 
 def _sentence(text: str) -> str:
@@ -313,7 +319,9 @@ def methodology(report: ReportData) -> Any:
     rows = pd.DataFrame([{**r, "arm": r["arm"].split(": ", 1)[-1]} for r in
                          summary.methodology_rows(c)]).set_index("arm").T.reset_index()
     rows = rows.rename(columns={"index": ""})
-    settings = summary.settings_frame(c)
+    rows.columns.name = None  # "arm" would print as a header cell over an empty column
+    # each setting as it is written ("1000.0", "True"), as the first screen's list shows it
+    settings = summary.settings_frame(c).astype(str)
     body = _table(rows)
     if not settings.empty:
         body += "<h4>Service settings per arm</h4>" + _table(settings)
@@ -347,13 +355,18 @@ def _svg(fig: Any) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure_html(fig: Any, alt: str, caption: str, narrow: Any = None) -> str:
+# how tall a chart may be on paper (REPORT_CSS): the first screen's, a two-panel one, the rest
+_PRINT_SIZE = {"main_latency": "main", "latency_over_time": "tall"}
+
+
+def _figure_html(fig: Any, alt: str, caption: str, narrow: Any = None, name: str = "") -> str:
     """A matplotlib figure as vector SVG in an <img> (the same in the HTML and the PDF), its
     alt text saying what it shows, and a one-line caption saying what to look at. ``narrow``,
     the same chart drawn for a phone's width, is what a screen under 640 px shows."""
     source = (f'<source media="(max-width: 640px)" srcset="{_svg(narrow)}"/>'
               if narrow is not None else "")
-    return (f'<figure><picture>{source}<img src="{_svg(fig)}" '
+    size = f' class="{_PRINT_SIZE[name]}"' if name in _PRINT_SIZE else ""
+    return (f'<figure><picture>{source}<img{size} src="{_svg(fig)}" '
             f'alt="{html.escape(alt, quote=True)}"/></picture>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
@@ -373,6 +386,16 @@ def figure(fig: Any, alt: str, caption: str = "", narrow: Any = None) -> Any:
     return _wrap(_figure_html(fig, alt, caption, narrow))
 
 
+PROBE_CAPTION = ("The arrival-rate probe: requests arrive at a set rate whatever the answers; "
+                 "where p95 bends upward is the knee.")
+
+
+def _chart_html(comp: Comparison, name: str, caption: str) -> str:
+    drawn = charts.ALL_CHARTS[name](comp)
+    return _figure_html(drawn.figure, drawn.alt, caption, _narrow(charts.ALL_CHARTS[name], comp),
+                        name)
+
+
 def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
     comp = report.probe if probe else report.comparison
     if comp is None:
@@ -383,12 +406,7 @@ def chart(report: ReportData, name: str, *, probe: bool = False) -> Any:
                                         comp.baseline_metrics + comp.candidate_metrics):
         return _wrap("<p>Every request at every stage succeeded in both versions (no 429, no "
                      "error), so there is no outcome chart.</p>")
-    drawn = charts.ALL_CHARTS[name](comp)
-    caption = CAPTIONS.get(name, "")
-    if probe:
-        caption = ("The arrival-rate probe: requests arrive at a set rate whatever the answers; "
-                   "where p95 bends upward is the knee.")
-    return figure(drawn.figure, drawn.alt, caption, _narrow(charts.ALL_CHARTS[name], comp))
+    return _wrap(_chart_html(comp, name, PROBE_CAPTION if probe else CAPTIONS.get(name, "")))
 
 
 def arm_chart(run: Run, name: str) -> Any:

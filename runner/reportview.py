@@ -103,8 +103,14 @@ REPORT_CSS = """
     .lp h1, .lp h2, .lp h3, .lp h4 { break-after: avoid; }
     .lp table.lpt { font-size: 8.5pt; }
     .lp table.lpt tr { break-inside: avoid; }
+    .lp table.lpt tbody tr:nth-child(-n+2) { break-after: avoid; }  /* no lone first row */
     .lp table.lpt td, .lp table.lpt th { padding: 2px 5px; }
-    .lp figure img { max-width: 15cm; max-height: 9cm; width: auto; }
+    /* heights that let each chart share a page with its neighbours: no half-empty pages */
+    .lp figure img { max-width: 15cm; max-height: 7cm; width: auto; }
+    .lp figure img.main { max-height: 9cm; }
+    .lp figure img.tall { max-height: 10.5cm; }
+    .jp-RenderedHTMLCommon h2 { margin-top: 1em; }
+    .lp .keep { break-inside: avoid; page-break-inside: avoid; }
     .lp .scroll { overflow: visible; }
   }
 </style>
@@ -179,6 +185,8 @@ def shown_verdict(stage: StageComparison, metric: MetricComparison) -> tuple[str
     family, the distribution guard on the p95, "figure only" for a change outside the family."""
     if metric.metric == "latency_p95_ms" and stage.distribution is not None \
             and stage.distribution.verdict == RESHAPED:
+        if metric.verdict == "not replicated":  # the guard's figures, within one run
+            return f"not replicated (within the run: {RESHAPED})", "v-other"
         return RESHAPED, "v-reshaped"
     word = metric.claim if metric.metric in CLAIM_METRICS and metric.claim else metric.verdict
     if metric.metric in CLAIM_METRICS and word == "no significant change" \
@@ -346,6 +354,8 @@ def _capacity_change(name: str, comp: Comparison | None) -> str | None:
         return None
     unit = " users" if cap.model == "vus" else " req/s"
     shown = f"{cap.baseline.shown(unit)} → {cap.candidate.shown(unit)}"
+    if cap.verdict == "not replicated":  # a measured range, not a verdict: say so here
+        shown += "; too few runs per version for a verdict"
     if cap.ratio_high is not None and cap.ratio_high <= 1 and cap.ratio < 1:
         return f"{name} capacity under the SLO fell to {cap.ratio_text()} ({shown})"
     if cap.ratio_low is not None and cap.ratio_low >= 1 and cap.ratio > 1:
@@ -366,7 +376,8 @@ def headline_sentence(comparison: Comparison, probe: Comparison | None = None) -
     dist = head.distribution
     at = where(head)
     if dist is not None and dist.verdict == RESHAPED:
-        text = (f"At {esc(at)}, {esc(cand)} cut p95 latency from {_ms(p95.baseline)} to "
+        # "fell" states the figures; "cut" would credit the change with a claim it lacks
+        text = (f"At {esc(at)}, p95 latency with {esc(cand)} fell from {_ms(p95.baseline)} to "
                 f"<b>{_ms(p95.candidate)}</b>, but its mean stayed {_ms(dist.mean_baseline_ms)}"
                 f" → {_ms(dist.mean_candidate_ms)} and its median rose {_ms(p50.baseline)} → "
                 f"{_ms(p50.candidate)}: <b>{RESHAPED}</b>")

@@ -210,7 +210,9 @@ def talking_points(comparison: Comparison) -> list[str]:
                           f"{_ms(p95.candidate)}, but the mean stayed "
                           f"{_ms(dist.mean_baseline_ms)} → {_ms(dist.mean_candidate_ms)} and the "
                           f"median rose {_ms(p50.baseline)} → {_ms(p50.candidate)}: {RESHAPED} "
-                          "— the slowest requests gained what the typical one lost.")
+                          "— the slowest requests gained what the typical one lost"
+                          + (" (in too few runs per version to call it a verdict)."
+                             if p95.claim == "not replicated" else "."))
         elif p95.claim == "improved" and p95.ci95:
             points.append(f"At {at}, p95 latency fell from {_ms(p95.baseline)} to "
                           f"{_ms(p95.candidate)}: {fmt_ratio(p95.ratio)} faster (95% interval "
