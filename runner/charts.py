@@ -134,8 +134,8 @@ def ms_axis(ax: Any, axis: str = "y") -> None:
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     # across, "50 ms" labels need room: 1-3-10 there, 1-2-5 up the side
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if axis == "y"
-                                        else (1.0, 3.0)))
+    subs = (1.0, 2.0, 5.0) if axis == "y" else (1.0, 3.0) if WIDTH_IN >= 5 else (1.0,)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_minor_formatter(NullFormatter())
     target.set_major_formatter(FuncFormatter(
         lambda v, _: (f"{v:,.0f} ms" if v >= 1 else f"{v:g} ms") if v > 0 else ""))
@@ -314,6 +314,7 @@ def throughput_vs_load(comparison: Comparison) -> Chart:
     fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
                                          for r in rows], "req/s", "measure" if differ else None,
                             "answers per second",
+                            "Answers per second against load" if WIDTH_IN < 5 else
                             "Requests served per second against load" if differ else
                             "Requests served per second (all succeeded) against load")
     ax.set_ylim(bottom=0)
@@ -466,8 +467,10 @@ def latency_over_time(comparison: Comparison) -> Chart:
         ms_axis(ax)
         ax.set_ylabel(run.label, fontsize=12, fontweight="bold")
         ax.grid(axis="x", visible=False)
-    axes[-1, 0].set_xlabel("seconds since the run's first request (gaps: between stages)")
-    fig.suptitle("Latency over time, per second: p50, p95 and the band to p99",
+    axes[-1, 0].set_xlabel("seconds since the first request" if WIDTH_IN < 5 else
+                           "seconds since the run's first request (gaps: between stages)")
+    fig.suptitle("Latency per second: p50, p95, band to p99" if WIDTH_IN < 5 else
+                 "Latency over time, per second: p50, p95 and the band to p99",
                  fontweight="bold", fontsize=13)
     legend_below(axes[-1, 0], ncol=3)
     axes[-1, 0].get_legend().set_bbox_to_anchor((0.5, -0.45)) if axes[-1, 0].get_legend() \
@@ -525,7 +528,8 @@ def latency_ecdf(comparison: Comparison, stage: str | None = None) -> Chart:
     where_title = next((_load(comparison, m) for m in comparison.baseline_metrics
                         if m.key == key), key)
     ax.set(xlabel="latency (successful answers)", ylabel="share answered within",
-           title=f"Distribution of latency at {where_title}" if key
+           title=(f"Latency at {where_title}" if WIDTH_IN < 5 else
+                  f"Distribution of latency at {where_title}") if key
            else "Distribution of latency")
     fig.tight_layout()
     stage_metrics = next((m for m in comparison.baseline_metrics if m.key == key), None)

@@ -347,14 +347,15 @@ def _slower_stages(comparison: Comparison) -> list[str]:
     return found
 
 
-def _capacity_change(name: str, comp: Comparison | None) -> str | None:
-    """A capacity range wholly below or above 1, in words; None otherwise."""
+def _capacity_change(name: str, comp: Comparison | None, hedge: bool = True) -> str | None:
+    """A capacity range wholly below or above 1, in words; None otherwise. ``hedge``: say
+    when its runs are too few for a verdict (unless the sentence says it for everything)."""
     cap = comp.capacity if comp is not None else None
     if cap is None or cap.ratio is None:
         return None
     unit = " users" if cap.model == "vus" else " req/s"
     shown = f"{cap.baseline.shown(unit)} → {cap.candidate.shown(unit)}"
-    if cap.verdict == "not replicated":  # a measured range, not a verdict: say so here
+    if hedge and cap.verdict == "not replicated":  # a measured range, not a verdict
         shown += "; too few runs per version for a verdict"
     if cap.ratio_high is not None and cap.ratio_high <= 1 and cap.ratio < 1:
         return f"{name} capacity under the SLO fell to {cap.ratio_text()} ({shown})"
@@ -406,11 +407,13 @@ def headline_sentence(comparison: Comparison, probe: Comparison | None = None) -
         extras.append("p95 was worse at " + ", ".join(slower))
     extras += [f"significantly worse: {t}" for t in regression_texts(comparison)
                if not any(t.startswith(s.split(' (')[0]) for s in slower)]
-    extras += [t for t in (_capacity_change("the", comparison),
-                           _capacity_change("the arrival-rate probe's", probe)) if t]
+    repeats = _repeats(comparison)
+    replicated = repeats >= stats.MIN_REPEATS_FOR_VERDICT  # else the last words say it
+    extras += [t for t in (_capacity_change("the", comparison, replicated),
+                           _capacity_change("the arrival-rate probe's", probe, replicated))
+               if t]
     if extras:
         text += "; " + "; ".join(esc(e) for e in dict.fromkeys(extras))
-    repeats = _repeats(comparison)
     if repeats < stats.MIN_REPEATS_FOR_VERDICT:
         runs = "one run" if repeats == 1 else f"{repeats} runs"
         text += (f". With {runs} per version these are measurements, not verdicts (a verdict "

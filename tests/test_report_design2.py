@@ -3,6 +3,7 @@ the two cannot disagree and the report reads the requests once."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -144,3 +145,40 @@ def test_repeats_interval_is_the_t_interval_of_the_log_values() -> None:
     assert high == pytest.approx(math.exp(logs.mean() + half))
     assert stats.repeats_interval([100.0]) is None
     assert stats.repeats_interval([100.0, 0.0]) is None
+
+
+def test_the_probes_chart_sits_under_its_table_and_stays_with_it_on_paper() -> None:
+    from loadproof.reportview import REPORT_CSS
+
+    report = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="t",
+                            probe_baseline_run=str(SAMPLE / "probe-baseline"),
+                            probe_candidate_run=str(SAMPLE / "probe-optimized"))
+    page = nb.capacity(report).data
+    probe = page[page.index("Arrival-rate probe"):]
+    block = page[page.rindex("<div class='keep'>", 0, page.index("Arrival-rate probe")):]
+    assert block.index("Arrival-rate probe") < block.index("<table") < block.index("<figure>")
+    assert probe.index("</table>") < probe.index("<figure>")
+    assert page.count("<figure>") == 1 and "where p95 bends upward is the knee" in probe
+    assert ".lp .keep { break-inside: avoid;" in REPORT_CSS
+    # no probe: no chart and no kept block
+    alone = nb.capacity(nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="t"))
+    assert "<figure>" not in alone.data and "keep" not in alone.data
+
+
+def test_an_unreplicated_capacity_range_is_hedged_once(tmp_path: Path) -> None:
+    """The probe's capacity range from one run each is no verdict: said beside it when the
+    main comparison is replicated, and once for everything when it is not."""
+    from loadproof.reportview import headline_sentence
+
+    probe = compare_runs(load_run(SAMPLE / "probe-baseline"), load_run(SAMPLE / "probe-optimized"))
+    assert probe.capacity.verdict == "not replicated" and probe.capacity.ratio is not None
+    base, cand = _runs(tmp_path, 3)
+    replicated = html.unescape(headline_sentence(compare_runs(base, cand), probe))  # type: ignore[arg-type]
+    assert "probe's capacity under the SLO fell" in replicated
+    assert "too few runs per version for a verdict" in replicated
+    assert "measurements, not verdicts" not in replicated
+    single = headline_sentence(compare_runs(load_run(SAMPLE / "baseline"),
+                                            load_run(SAMPLE / "optimized")), probe)
+    assert "too few runs per version" not in single
+    assert single.count("measurements, not verdicts") == 1
+    assert " cut p95" not in single  # one run each: the figures fell, no claim credits it
