@@ -279,7 +279,7 @@ def latency_vs_load(comparison: Comparison) -> Chart:
     fig, ax = _against_load(comparison, [{k: v for k, v in r.items() if k != "key"}
                                          for r in rows], "latency_ms", "percentile",
                             "latency (successful answers)", title)
-    ax.axhline(slo_ms, color=SLO_COLOUR, lw=1.5, ls=":", label=f"SLO p95 {slo_ms:g} ms")
+    ax.axhline(slo_ms, color=SLO_COLOUR, lw=1.5, ls=":", label=f"SLO: p95 ≤ {slo_ms:g} ms")
     ms_axis(ax)
     legend_below(ax, ncol=3)
     fig.tight_layout()
@@ -490,7 +490,7 @@ def latency_over_time(comparison: Comparison) -> Chart:
             parts.append(f"{name} from {_ms(float(frame['p95_ms'].min()))} to "
                          f"{_ms(float(frame['p95_ms'].max()))} over "
                          f"{int(frame['second'].max()) + 1} s")
-    alt += f" Per-second p95 latency of successful answers per second: {'; '.join(parts)}."
+    alt += f" Per-second p95 latency of successful answers: {'; '.join(parts)}."
     return Chart(fig, alt)
 
 

@@ -177,6 +177,8 @@ def change_interval(ratio_ci: tuple[float, float] | None, lower_is_better: bool)
                               _change(ratio_ci[1], lower_is_better)) if c is not None)
     if len(ends) != 2:
         return "—"
+    if _pct(ends[0]) == _pct(ends[1]) == "±0%":
+        return "±0% (both ends under 0.05%)"
     return f"{_pct(ends[0])} to {_pct(ends[1])}"
 
 
@@ -557,6 +559,8 @@ def plain_keys(comparison: Comparison, text: str) -> str:
         text = text.replace(f"{stage.key}:", f"at {where(stage)}:").replace(stage.key,
                                                                          where(stage))
     return (text.replace("at_least", "at least").replace("at_most", "at most")
+            .replace("1 repeat(s) in an arm", "1 run in a version")
+            .replace("repeats per arm", "runs per version")
             .replace(" arm ", " version ").replace(" arms ", " versions "))
 
 
@@ -593,7 +597,7 @@ def _capacity_md(name: str, comp: Comparison, *, table: bool = True) -> list[str
     elif cap.ratio is not None:
         out += [f"Capacity ratio {cap.ratio_text()} ({cap.verdict}).", ""]
     else:
-        out += [f"No capacity ratio: {cap.reason}.", ""]
+        out += [f"No capacity ratio: {plain_keys(comp, cap.reason or '')}.", ""]
     rows = []
     for run, arm in ((comp.baseline, cap.baseline), (comp.candidate, cap.candidate)):
         knee = (f"{arm.knee_level}{unit}: {arm.knee_reason}" if arm.knee_level
@@ -702,7 +706,8 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
             else ["These runs recorded no measurement conditions.", ""])
     method = methodology_rows(c)
     out += ["## Methodology and provenance", "", METHOD_TEXT, ""]
-    out += _md(list(method[0]), [list(r.values()) for r in method])
+    out += _md(list(method[0]), [[str(v).split(": ", 1)[-1] if k == "arm" else v  # as the HTML
+                                  for k, v in r.items()] for r in method])
     out += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
     return "\n".join(out)
 
