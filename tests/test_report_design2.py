@@ -182,3 +182,20 @@ def test_an_unreplicated_capacity_range_is_hedged_once(tmp_path: Path) -> None:
     assert "too few runs per version" not in single
     assert single.count("measurements, not verdicts") == 1
     assert " cut p95" not in single  # one run each: the figures fell, no claim credits it
+
+
+def test_one_runs_figures_read_as_measurements_in_the_table_and_methodology() -> None:
+    import re
+
+    from loadproof.reportview import change_interval, results_table
+
+    report = nb.load_report(SAMPLE / "baseline", SAMPLE / "optimized", title="t")
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", results_table(report.comparison))
+    # the distribution guard's words, but as what one run per version can say
+    assert "not replicated (within the run: tail reshaped, not faster)" in cells
+    assert "tail reshaped, not faster" not in cells
+    assert change_interval((0.9999, 1.0002), False) == "±0% (both ends under 0.05%)"
+    assert change_interval((0.98, 1.03), False) == "−2.0% to +3.0%"
+    method = nb.methodology(report).data
+    assert "<th>arm</th>" not in method  # the arms are the columns, named by label
+    assert ">1000.0<" in method and "1,000.00" not in method  # a setting as it is written
