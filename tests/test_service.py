@@ -123,6 +123,7 @@ def test_profiles_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
             opt.pool_pre_ping) == (10, 20, 30.0, 3600, True)
     assert not opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
     assert not opt.rate_limit_enabled  # the hard cap is a switch, off by default
+    assert (opt.processes, load_settings("baseline").processes) == (2, 1)
     base = load_settings("baseline")
     assert (base.pool_size, base.max_overflow, base.rate_limit_enabled, base.breaker_enabled,
             base.request_timeout_s, base.separate_worker_pool) == (5, 0, False, False, 0, False)
