@@ -41,7 +41,11 @@ def test_command_fault_over_two_generators_measures_the_known_recovery(runs_dir:
     assert sorted(requests["shard"].unique().to_list()) == [0, 1]
     assert requests.height == record["requests"]
     (figures,) = run_figures(run, **SLO)
-    assert figures.recovered and figures.recovery_s == RECOVERY_S, figures
+    # never sooner than the server's known recovery; at most one 1-second bin later, since two
+    # k6 processes on a busy 2-core machine can push the first recovered second over the SLO
+    # (the one-generator test in test_faults.py checks the exact figure)
+    assert figures.recovered and figures.recovery_s is not None, figures
+    assert RECOVERY_S <= figures.recovery_s <= RECOVERY_S + 1.0, figures
     assert figures.success_during_fault is not None and figures.success_during_fault <= 0.02
     assert figures.time_to_first_error_s is not None and figures.time_to_first_error_s < 0.5
     assert 1.9 <= figures.fault_s <= 3.0
