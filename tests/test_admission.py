@@ -141,7 +141,8 @@ def _metric(text: str, name: str) -> float:
 
 @pytest.mark.slow
 def test_metrics_show_limit_in_flight_queue_wait_and_sheds() -> None:
-    with ServiceProcess("optimized", overrides={"admission_enabled": True,
+    # one process, so each gauge read below is the only one (several carry a pid label each)
+    with ServiceProcess("optimized", overrides={"admission_enabled": True, "processes": 1,
                                                 "admission_min_limit": 1,
                                                 "admission_max_limit": 1}) as svc:
         body = {"persona_id": "persona-1", "task_type": "x"}

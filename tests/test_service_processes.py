@@ -87,3 +87,17 @@ def test_one_process_dying_stops_the_service(served: tuple[subprocess.Popen[str]
     time.sleep(0.5)
     assert not (second.is_running() and second.status() != psutil.STATUS_ZOMBIE)
     assert _postgres(tmp_path / "pg") == []
+
+
+@pytest.mark.slow
+def test_killing_the_supervisor_ends_every_service_process(
+        served: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = served
+    children = psutil.Process(proc.pid).children()
+    assert len(children) == 2
+    proc.kill()  # no cleanup of its own: the kernel's parent-death signal ends the others
+    proc.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health/live", timeout=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -85,7 +86,11 @@ _CHILD_ENV = "LP_ORCHESTRATOR_CHILD"
 
 def _supervise(settings: Settings, url: str, sock: socket.socket, address: str) -> None:
     """Start ``settings.processes`` service processes on ``sock``; print ``address`` once all
-    serve; stop them all on SIGINT/SIGTERM, or all of them when one exits on its own."""
+    serve; stop them all on SIGINT/SIGTERM, or all of them when one exits on its own.
+
+    The first process starts alone (it requeues tasks a crash left running, which must happen
+    before any other process's workers claim tasks); the others start once it serves. Each
+    process ends with this one (the kernel's parent-death signal), even when it is killed."""
     import json
     import shutil
     import tempfile
@@ -97,36 +102,64 @@ def _supervise(settings: Settings, url: str, sock: socket.socket, address: str) 
     crashed = False
     previous = {sig: signal.signal(sig, lambda *_: stopping.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    child_settings = settings.model_copy(update={"processes": 1}).model_dump_json()
+
+    def start(index: int) -> subprocess.Popen[str]:
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+        env[_CHILD_ENV] = json.dumps({"settings": child_settings, "url": url,
+                                      "fd": sock.fileno(), "index": index,
+                                      "parent": os.getpid()})
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from loadproof.orchestrator.server import child_main; "
+             "child_main()"], stdout=subprocess.PIPE, text=True, env=env,
+            pass_fds=(sock.fileno(),))
+        children.append(child)
+        return child
+
+    def wait_serving(batch: list[subprocess.Popen[str]], timeout_s: float = 60.0) -> bool:
+        """True once every process of ``batch`` printed its line; False on a stop request."""
+        import selectors
+
+        waiting = {c.stdout.fileno(): c for c in batch if c.stdout is not None}
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            for fd in waiting:
+                selector.register(fd, selectors.EVENT_READ)
+            while waiting:
+                if stopping.is_set():
+                    return False
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(f"a service process did not serve within "
+                                            f"{timeout_s:.0f} s")
+                for key, _ in selector.select(0.2):
+                    child = waiting.pop(key.fd)
+                    selector.unregister(key.fd)
+                    assert child.stdout is not None
+                    if not child.stdout.readline():
+                        raise ServiceStartError(f"a service process exited while starting "
+                                                f"(exit code {child.wait()})")
+        return True
+
     try:
-        child_settings = settings.model_copy(update={"processes": 1}).model_dump_json()
-        for index in range(settings.processes):
-            env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-            env[_CHILD_ENV] = json.dumps({"settings": child_settings, "url": url,
-                                          "fd": sock.fileno(), "index": index})
-            children.append(subprocess.Popen(
-                [sys.executable, "-c", "from loadproof.orchestrator.server import child_main; "
-                 "child_main()"], stdout=subprocess.PIPE, text=True, env=env,
-                pass_fds=(sock.fileno(),)))
-        for child in children:  # each prints one line once it serves
-            assert child.stdout is not None
-            if not child.stdout.readline():
-                raise ServiceStartError(f"a service process exited while starting "
-                                        f"(exit code {child.wait()})")
-        print(address, flush=True)
-        while not stopping.wait(0.2):
-            exited = [c for c in children if c.poll() is not None]
-            if exited:
-                print(f"service process {exited[0].pid} exited with code "
-                      f"{exited[0].returncode}; stopping the others", file=sys.stderr, flush=True)
-                crashed = True
-                break
+        if (wait_serving([start(0)])
+                and wait_serving([start(i) for i in range(1, settings.processes)])):
+            print(address, flush=True)
+            while not stopping.wait(0.2):
+                exited = [c for c in children if c.poll() is not None]
+                if exited:
+                    print(f"service process {exited[0].pid} exited with code "
+                          f"{exited[0].returncode}; stopping the others", file=sys.stderr,
+                          flush=True)
+                    crashed = True
+                    break
     finally:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 8.0  # one budget for all: uvicorn's grace is 5 s
         for child in children:
             try:
-                child.wait(10)
+                child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(5)
@@ -139,11 +172,25 @@ def _supervise(settings: Settings, url: str, sock: socket.socket, address: str) 
         sys.exit(1)  # the service did not stop on request: its supervisor fails too
 
 
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux), and leave
+    Ctrl-C to the parent, which stops every process in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # uvicorn installs its own once serving
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        sys.exit(1)
+
+
 def child_main() -> None:
     """Entry of a service process started by :func:`_supervise`."""
     import json
 
     spec = json.loads(os.environ.pop(_CHILD_ENV))
+    _end_with_parent(spec["parent"])
     settings = Settings.model_validate_json(spec["settings"])
     sock = socket.socket(fileno=spec["fd"])
     _serve_socket(settings, spec["url"], sock, announce="serving", index=spec["index"])
@@ -265,6 +312,9 @@ class ServiceProcess:
                     proc.wait(5)
             return proc.returncode
         finally:
+            # anything it left in its session (a service process of its own) goes too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             if self._reader is not None:
                 self._reader.join(5)
             if proc.stdout is not None:
