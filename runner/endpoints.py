@@ -7,6 +7,7 @@ not corrected across endpoints and are never a headline claim: a table to read, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,19 +61,27 @@ def _frame(run: Run) -> pl.DataFrame:
     return pl.concat(frames)
 
 
+def _nearest_ranks(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """stats.percentile of each q as if ``values`` were sorted, from one partial sort."""
+    n = len(values)
+    ranks = [min(max(math.ceil(n * q), 1) - 1, n - 1) for q in qs]
+    placed = np.partition(values, sorted(set(ranks)))
+    return [float(placed[r]) for r in ranks]
+
+
 def _arm(frame: pl.DataFrame, min_successes: int) -> EndpointArm:
     ok, _, _ = outcomes(frame)
-    durations = frame["duration_ms"].to_numpy()
-    ok_sorted = np.sort(durations[ok]).astype(np.float64)
-    enough = len(ok_sorted) >= min_successes
-    values = {label: stats.percentile(ok_sorted, q) if enough else None
-              for label, q in PERCENTILES}
+    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
+    ok_ms = durations[ok]
+    enough = len(ok_ms) >= min_successes and len(ok_ms) > 0
+    found = _nearest_ranks(ok_ms, tuple(q for _, q in PERCENTILES)) if enough else []
+    values = {label: found[i] if enough else None for i, (label, _) in enumerate(PERCENTILES)}
     per_repeat = []
     repeats = frame["repeat"].to_numpy()
     for repeat in sorted(set(repeats.tolist())):
         mask = ok & (repeats == repeat)
-        if mask.sum() >= min_successes:
-            value = stats.percentile(np.sort(durations[mask]).astype(np.float64), 0.95)
+        if mask.sum() >= min_successes and mask.any():
+            (value,) = _nearest_ranks(durations[mask], (0.95,))
             if value:
                 per_repeat.append(value)
     return EndpointArm(len(frame), int(ok.sum()), values["p50"], values["p95"], values["p99"],
@@ -87,13 +96,15 @@ def endpoint_rows(comparison: Comparison) -> list[EndpointRow]:
     if any(f.is_empty() for f in frames):
         return []
     rows = []
+    # each arm split once by stage and name (not filtered again for every pair)
+    groups = [f.partition_by("stage", "name", as_dict=True) for f in frames]
     for stage in comparison.stages:
-        parts = [f.filter(pl.col("stage") == stage.key) for f in frames]
-        names = sorted(set(parts[0]["name"].drop_nulls().to_list())
-                       | set(parts[1]["name"].drop_nulls().to_list()))
+        names = sorted({name for arm in groups for key, name in arm
+                        if key == stage.key and name is not None})
         for name in names:
-            arms = [(_arm(p.filter(pl.col("name") == name), least)
-                     if p.filter(pl.col("name") == name).height else None) for p in parts]
+            found = [arm.get((stage.key, name)) for arm in groups]
+            arms = [_arm(part, least) if part is not None and part.height else None
+                    for part in found]
             base, cand = arms
             ratio, ci, verdict = None, None, "not comparable"
             if base and cand and base.p95_ms and cand.p95_ms:
