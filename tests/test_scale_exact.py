@@ -4,7 +4,6 @@ of the latency-over-time chart from the scan, per-endpoint percentiles from part
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +84,4 @@ def test_per_second_quantiles_from_the_scan_are_the_charts_former_figures(arm: s
 def test_endpoint_percentiles_from_a_partial_sort_are_the_nearest_ranks(n: int) -> None:
     values = np.round(np.random.default_rng(n).lognormal(3, 1, n), 1)
     qs = (0.5, 0.95, 0.99)
-    ranked = np.sort(values)
-    assert _nearest_ranks(values, qs) == [stats.percentile(ranked, q) for q in qs]
-    assert all(math.isfinite(v) for v in _nearest_ranks(values, qs))
+    assert _nearest_ranks(values, qs) == [stats.percentile(np.sort(values), q) for q in qs]
