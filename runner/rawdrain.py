@@ -2,7 +2,7 @@
 each of k6's writes so that a reader decompressing the growing file sees every sample k6 has
 written (runner/rawpipe.py starts it and explains why).
 
-    python -m loadproof.rawdrain FIFO OUT.csv.gz
+    python -I -S runner/rawdrain.py FIFO OUT.csv.gz   (as runner/rawpipe.py starts it)
 
 A process of its own, not a thread of loadproof's: were loadproof killed mid-stage, k6 (which
 runs on to its stage's end) would block on a pipe nobody reads and never exit; this process

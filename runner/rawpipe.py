@@ -82,8 +82,11 @@ class RawSink:
         os.mkfifo(self.fifo, 0o600)
         # its own session: the terminal's Ctrl-C goes to loadproof, which stops k6; this
         # process reads on until k6 is gone
+        # the script by its path, without site-packages (-I -S): standard library only, it
+        # starts in a few milliseconds of CPU
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "loadproof.rawdrain", str(self.fifo), str(self.raw)],
+            [sys.executable, "-I", "-S", str(Path(__file__).with_name("rawdrain.py")),
+             str(self.fifo), str(self.raw)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True)
         return self
