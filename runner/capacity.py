@@ -37,6 +37,7 @@ from .execute import Interrupted, RunSession
 from .metrics import StageMetrics, stage_metrics
 from .plan import MAX_LEVEL, Stage, StagePlan, parse_duration
 from .progress import Progress
+from .rawpipe import Follow, raw_file
 from .stats import MIN_REPEATS_FOR_VERDICT
 from .store import DEFAULT_RUNS_DIR, Run
 
@@ -325,7 +326,7 @@ class EarlyStop:
         self.raw_csvs = [raw_csv] if isinstance(raw_csv, Path) else list(raw_csv)
         self.settings = settings
         self.stage = stage
-        self.offsets = [0] * len(self.raw_csvs)
+        self.follows = [Follow(path) for path in self.raw_csvs]
         self.partials = [b""] * len(self.raw_csvs)
         self.headers: list[dict[str, int] | None] = [None] * len(self.raw_csvs)
         self.columns: dict[str, int] | None = None
@@ -338,13 +339,7 @@ class EarlyStop:
             self._read_one(number)
 
     def _read_one(self, number: int) -> None:
-        try:
-            with open(self.raw_csvs[number], "rb") as handle:
-                handle.seek(self.offsets[number])
-                chunk = handle.read()
-        except FileNotFoundError:
-            return
-        self.offsets[number] += len(chunk)
+        chunk = self.follows[number].read()  # plain or gzipped (runner/rawpipe.py)
         data = self.partials[number] + chunk
         cut = data.rfind(b"\n") + 1
         self.partials[number], data = data[cut:], data[:cut]
@@ -453,12 +448,13 @@ class _TrialRunner:
         number += self.offset
         stage = TrialStage(number, level, self.settings.model, self.settings.trial_duration_s,
                            self.settings.warmup_s)
-        # the runner keeps each stage's k6 CSV at stages/r<repeat>-<key>/raw.csv, or one per
-        # generator at stages/r<repeat>-<key>/shards/<i>/raw.csv
+        # the runner keeps each stage's k6 CSV at stages/r<repeat>-<key>/raw.csv(.gz), or one
+        # per generator at stages/r<repeat>-<key>/shards/<i>/raw.csv(.gz)
         stage_dir = run.path / "stages" / f"r1-{stage.key}"
         count = self.session.generators
-        raws = ([stage_dir / "shards" / str(i) / "raw.csv" for i in range(count)]
-                if count > 1 else [stage_dir / "raw.csv"])
+        mode = self.session.raw_output
+        raws = ([raw_file(stage_dir / "shards" / str(i), mode) for i in range(count)]
+                if count > 1 else [raw_file(stage_dir, mode)])
         watch = EarlyStop(raws, self.settings, stage)
         record = self.session.run_stage(stage, 1, watch)
         run.manifest["plan"]["levels"] = [s["level"] for s in run.stages]

@@ -370,38 +370,14 @@ def _over_time(run: Run, role: str) -> pd.DataFrame:
     """Per second of the run (from its first request): p50, p95 and p99 of successful
     answers; seconds without answers are absent, so the gaps between stages stay gaps. Each
     stage's span (start, end, label) on the same clock is in the frame's ``attrs["spans"]``."""
-    frames = []
-    for record in run.usable_stages():
-        frame = pl.read_parquet(run.path / record["requests_file"],
-                                columns=["timestamp", "duration_ms", "status", "expected",
-                                         "stage"])
-        frames.append(frame)
-    if not frames:
+    if not run.usable_stages():
         return _own_timeline(run, role)
-    frame = pl.concat(frames).sort("timestamp")
-    start = frame["timestamp"].min()
-    frame = frame.with_columns(
-        ((pl.col("timestamp") - start).dt.total_milliseconds() / 1000).alias("t"))
-    spans = []
+    # per-second bins made where the rows are read (runner/aggregate.py)
+    binned, stage_spans = aggregate.quantiles_per_second(run)
     levels = {str(r.get("key")): r.get("level") for r in run.usable_stages()}
     unit = " users" if (run.plan.model if run.plan else None) == "vus" else " req/s"
-    for key, part in frame.group_by("stage", maintain_order=True):
-        name = str(key[0] if isinstance(key, tuple) else key)
-        level = levels.get(name)
-        low, high = part["t"].min(), part["t"].max()
-        assert isinstance(low, float) and isinstance(high, float)
-        spans.append((low, high,
-                      f"{level}{unit}" if level is not None else name))
-    # a Gatling OK has no status in its log: its success is the expected column
-    ok = pl.col("status").is_between(200, 399) | (pl.col("status").is_null()
-                                                   & pl.col("expected").fill_null(False))
-    binned = (frame.filter(ok)
-              .with_columns(pl.col("t").floor().alias("second"))
-              .group_by("second")
-              .agg(pl.col("duration_ms").quantile(0.50).alias("p50_ms"),
-                   pl.col("duration_ms").quantile(0.95).alias("p95_ms"),
-                   pl.col("duration_ms").quantile(0.99).alias("p99_ms"))
-              .sort("second"))
+    spans = [(low, high, f"{levels[name]}{unit}" if levels.get(name) is not None else name)
+             for name, low, high in stage_spans]
     result = binned.to_pandas()
     result["arm"] = f"{role}: {run.label}"
     result.attrs["spans"] = spans

@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      override_script_options=args.override_script_options,
                      generators=args.generators,
                      server=server_options(args),
-                     fault_specs=fault_specs)
+                     fault_specs=fault_specs, raw_output=args.raw_output)
     print(run.path)
     return 0 if run.status == "complete" else 1
 
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let loadproof's stages replace your script's own stages, scenarios, "
                           "vus, duration or iterations (refused otherwise)")
     run.add_argument("--keep-raw", action="store_true", help="keep k6's raw CSV per stage")
+    run.add_argument("--raw-output", default="csv.gz", choices=["csv.gz", "csv"],
+                     help="k6's per-request CSV while a stage runs: csv.gz (compressed as k6 "
+                          "writes it, a few %% of the disk) or csv (k6's plain file)")
     _add_generators_arg(run)
     add_integrity_arguments(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

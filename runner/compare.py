@@ -816,9 +816,12 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
         stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
                                 overlap=lambda b, c: _overlaps(b, c, baseline, candidate))
     family = apply_claim_family(stages)
-    from .capacity import search_capacity  # capacity-search runs: brackets, not a grid
+    capacity = None
+    if all(isinstance(run.manifest.get("capacity_search"), dict)
+           for run in (baseline, candidate)):  # not imported otherwise: it imports the runner
+        from .capacity import search_capacity  # capacity-search runs: brackets, not a grid
 
-    capacity = search_capacity(baseline, candidate)
+        capacity = search_capacity(baseline, candidate)
     if capacity is None:
         capacity = compare_capacity(base_metrics, cand_metrics, slo, same_model)
         _confirm_capacity(capacity, stages)

@@ -7,6 +7,7 @@ not corrected across endpoints and are never a headline claim: a table to read, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,54 +47,66 @@ class EndpointRow:
     verdict: str
 
 
-def _frame(run: Run) -> pl.DataFrame:
-    files = list(dict.fromkeys(run.requests_files()))
-    if not files:
-        return pl.DataFrame()
-    columns = ["duration_ms", "status", "expected", "stage", "repeat", "name"]
-    frames = []
-    for path in files:
-        available = pl.read_parquet_schema(path)
-        if "name" not in available:
-            return pl.DataFrame()
-        frames.append(pl.read_parquet(path, columns=columns))
-    return pl.concat(frames)
+def _nearest_ranks(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """stats.percentile of each q as if ``values`` (not empty) were sorted, from one partial
+    sort."""
+    n = len(values)
+    ranks = [min(max(math.ceil(n * q), 1) - 1, n - 1) for q in qs]
+    placed = np.partition(values, sorted(set(ranks)))
+    return [float(placed[r]) for r in ranks]
 
 
 def _arm(frame: pl.DataFrame, min_successes: int) -> EndpointArm:
     ok, _, _ = outcomes(frame)
-    durations = frame["duration_ms"].to_numpy()
-    ok_sorted = np.sort(durations[ok]).astype(np.float64)
-    enough = len(ok_sorted) >= min_successes
-    values = {label: stats.percentile(ok_sorted, q) if enough else None
-              for label, q in PERCENTILES}
+    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
+    ok_ms = durations[ok]
+    enough = len(ok_ms) >= max(min_successes, 1)
+    found = _nearest_ranks(ok_ms, tuple(q for _, q in PERCENTILES)) if enough else []
+    values = {label: found[i] if enough else None for i, (label, _) in enumerate(PERCENTILES)}
     per_repeat = []
     repeats = frame["repeat"].to_numpy()
     for repeat in sorted(set(repeats.tolist())):
         mask = ok & (repeats == repeat)
-        if mask.sum() >= min_successes:
-            value = stats.percentile(np.sort(durations[mask]).astype(np.float64), 0.95)
+        if mask.sum() >= max(min_successes, 1):
+            (value,) = _nearest_ranks(durations[mask], (0.95,))
             if value:
                 per_repeat.append(value)
     return EndpointArm(len(frame), int(ok.sum()), values["p50"], values["p95"], values["p99"],
                        per_repeat)
 
 
+def _arms(run: Run, min_successes: int) -> dict[tuple[str, str], EndpointArm] | None:
+    """Each (stage, request name)'s figures of one run (its rows split once, and dropped
+    before the other run is read); None when the run has no request names or no rows."""
+    files = list(dict.fromkeys(run.requests_files()))
+    if not files or any("name" not in pl.read_parquet_schema(f) for f in files):
+        return None
+    frame = (pl.scan_parquet(files)
+             .select("duration_ms", "status", "expected", "stage", "repeat", "name").collect())
+    if frame.is_empty():
+        return None
+    parts = frame.filter(pl.col("name").is_not_null()).partition_by("stage", "name",
+                                                                    as_dict=True)
+    del frame
+    return {(str(stage), str(name)): _arm(part, min_successes)
+            for (stage, name), part in parts.items()}
+
+
 def endpoint_rows(comparison: Comparison) -> list[EndpointRow]:
     """One row per compared stage and request name, in stage order then by name; empty when
     the runs carry no request names (imported from a format without them)."""
     least = comparison.capacity.slo.min_successes
-    frames = (_frame(comparison.baseline), _frame(comparison.candidate))
-    if any(f.is_empty() for f in frames):
+    # each arm's figures per stage and name, aggregated where the rows are read
+    groups = [_arms(comparison.baseline, least), _arms(comparison.candidate, least)]
+    if groups[0] is None or groups[1] is None:
         return []
     rows = []
     for stage in comparison.stages:
-        parts = [f.filter(pl.col("stage") == stage.key) for f in frames]
-        names = sorted(set(parts[0]["name"].drop_nulls().to_list())
-                       | set(parts[1]["name"].drop_nulls().to_list()))
+        names = sorted({name for arm in groups if arm is not None for key, name in arm
+                        if key == stage.key})
         for name in names:
-            arms = [(_arm(p.filter(pl.col("name") == name), least)
-                     if p.filter(pl.col("name") == name).height else None) for p in parts]
+            arms = [arm.get((stage.key, name)) if arm is not None else None
+                    for arm in groups]
             base, cand = arms
             ratio, ci, verdict = None, None, "not comparable"
             if base and cand and base.p95_ms and cand.p95_ms:

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import httpx
 import polars as pl
 
-from . import conditions, faults, promscrape, shards
+from . import conditions, faults, promscrape, rawpipe, shards
 from .conditions import CpuWatch
 from .errors import LoadproofError, ServiceError, TargetError, UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically, summary_values
@@ -85,10 +85,6 @@ _K6_ERROR = re.compile(r'level=error msg="((?:[^"\\]|\\.)*)"')
 STOP_GRACE_S = 30.0  # k6's time to stop gracefully (and write its summary) after SIGINT
 BOUND_SLACK_S = 120.0  # k6 is stopped this long after its stage (or test) should have ended
 PLAN_MODES = ("auto", "stages", "script")
-# what k6 writes per request while a stage runs, recorded in each stage record: its plain CSV
-# (bench/raw_output.py measures its gzip CSV against it; the readers of the raw file, live
-# progress and early stop among them, read plain CSV)
-RAW_OUTPUT = "csv"
 # sub-metrics of the measured scenario, so k6's summary carries them apart from the warm-up
 MAIN_THRESHOLDS: dict[str, list[Any]] = {
     "http_req_duration{scenario:main}": [], "http_req_failed{scenario:main}": [],
@@ -205,6 +201,9 @@ class RunSession:
     target_pid: int | None = None  # --target-pid: sample a target loadproof did not start
     prometheus_rw: str | None = None  # --prometheus-rw: k6's metrics to a remote-write URL
     fault_specs: list[faults.FaultSpec] = field(default_factory=list)  # in every repeat
+    # what k6's per-request output becomes while a stage runs (runner/rawpipe.py), recorded
+    # in each stage record as raw_output: "csv.gz" (compressed as k6 writes it) or "csv"
+    raw_output: str = rawpipe.DEFAULT_RAW_OUTPUT
     run: Run | None = None
     _service: Any = None
     # the target's processes (service and database) when loadproof started it; None: unknown
@@ -215,6 +214,7 @@ class RunSession:
         if (self.target is None) == (self.profile is None):
             raise UsageError("give exactly one of --target URL or --profile NAME")
         shards.check_generators(self.generators)
+        rawpipe.check_raw_output(self.raw_output)
         if self.plan_mode not in PLAN_MODES:
             raise UsageError(f"--plan {self.plan_mode!r}: use stages (loadproof drives the "
                              "load), script (the script does) or auto")
@@ -434,7 +434,8 @@ class RunSession:
         tail = CsvTail(str(raw_csv))
         window: list[tuple[float, int]] = []
         proc: subprocess.Popen[bytes] | None = None
-        with open(cwd / "k6.log", "w") as log:
+        # the sink is finished (the rest of k6's output read) after k6 is stopped and reaped
+        with rawpipe.RawSink(raw_csv) as sink, open(cwd / "k6.log", "w") as log:
             try:
                 # inside the try: a Ctrl-C just after k6 starts still stops it (k6 runs in a
                 # session of its own, so the terminal's SIGINT does not reach it)
@@ -472,6 +473,7 @@ class RunSession:
             finally:
                 if proc is not None:
                     stop_k6(proc)  # a no-op when k6 has already exited
+                sink.stop()
                 if scraper is not None:
                     scraper.stop()  # the window's last scrape, after k6's last request
                 self.progress.done()
@@ -500,7 +502,7 @@ class RunSession:
         # absolute paths: k6 runs in the stage's folder (so files a script's handleSummary
         # writes land there, not in the caller's folder)
         cmd = [str(self._k6), "run", "--no-color", "--quiet", "--out",
-               f"csv={raw_csv.resolve()}"]
+               f"csv={rawpipe.k6_target(raw_csv).resolve()}"]
         if self.prometheus_rw:
             cmd += ["--out", "experimental-prometheus-rw"]  # its URL: K6_PROMETHEUS_RW_...
         if not is_shipped(self._script_path):
@@ -515,13 +517,13 @@ class RunSession:
         stage_dir_name = f"r{repeat}-{stage.key}"
         stage_dir = run.path / "stages" / stage_dir_name
         stage_dir.mkdir(parents=True, exist_ok=False)
-        raw_csv = stage_dir / "raw.csv"
+        raw_csv = rawpipe.raw_file(stage_dir, self.raw_output)
         summary_tmp = stage_dir / ".summary.json.tmp"
         record: dict[str, Any] = {
             "dir": stage_dir_name, "key": stage.key, "index": stage.index, "repeat": repeat,
             "level": stage.level, "model": stage.model, "duration_s": stage.duration_s,
             "warmup_s": stage.warmup_s, "status": "running", "started_at": iso(utcnow()),
-            "raw_output": RAW_OUTPUT,
+            "raw_output": self.raw_output,
         }
         run.manifest["stages"].append(record)
         run.save()
@@ -640,7 +642,7 @@ class RunSession:
         dir_name = f"r{repeat}-script"
         stage_dir = run.path / "stages" / dir_name
         stage_dir.mkdir(parents=True, exist_ok=False)
-        raw_csv = stage_dir / "raw.csv"
+        raw_csv = rawpipe.raw_file(stage_dir, self.raw_output)
         summary_tmp = stage_dir / ".summary.json.tmp"
         by_scenario = all(s.source and "scenario" in s.source for s in stages)
         records = []
@@ -650,7 +652,7 @@ class RunSession:
                 "level": stage.level, "model": stage.model,
                 "duration_s": stage.duration_s or None, "warmup_s": 0.0,
                 "planned": stage.source, "status": "running", "started_at": iso(utcnow()),
-                "raw_output": RAW_OUTPUT})
+                "raw_output": self.raw_output})
         run.manifest["stages"].extend(records)
         run.save()
         entry = stage_dir / "loadproof-wrapper.js"
@@ -839,7 +841,7 @@ class RunSession:
             return
         if self.keep_raw:
             for record in records:
-                record["raw_file"] = f"stages/{raw_csv.parent.name}/raw.csv"
+                record["raw_file"] = f"stages/{raw_csv.parent.name}/{raw_csv.name}"
         else:
             raw_csv.unlink()
 
@@ -986,8 +988,8 @@ def _read(path: Path) -> str:
 
 
 def _vus_in(stage_dir: Path, start: dt.datetime | None, end: dt.datetime | None) -> int | None:
-    raw = stage_dir / "raw.csv"
-    return vus_observed(raw, start, end) if raw.is_file() else None
+    raw = rawpipe.find_raw(stage_dir)
+    return vus_observed(raw, start, end) if raw is not None else None
 
 
 def _dropped_by_scenario(raw_csv: Path, scenario: str | None) -> int | None:
@@ -1022,7 +1024,8 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                plan_mode: str = "auto", stages_given: bool = True,
                override_script_options: bool = False, generators: int = 1,
                server: Mapping[str, Any] | None = None,
-               fault_specs: list[faults.FaultSpec] | None = None) -> Run:
+               fault_specs: list[faults.FaultSpec] | None = None,
+               raw_output: str = rawpipe.DEFAULT_RAW_OUTPUT) -> Run:
     """Run ``plan`` against a target URL or a reference-service profile; return the stored Run.
 
     With a user script, ``plan_mode``/``stages_given``/``override_script_options`` choose who
@@ -1039,7 +1042,7 @@ def run_stages(plan: StagePlan, *, label: str, target: str | None = None,
                          plan_mode=plan_mode, stages_given=stages_given,
                          override_script_options=override_script_options,
                          generators=generators, fault_specs=list(fault_specs or []),
-                         **(server or {}))
+                         raw_output=raw_output, **(server or {}))
     session.open()
     try:
         for repeat in range(1, plan.repeat + 1):

@@ -76,7 +76,7 @@ def missing_tag_error(path: Path, tag: str) -> ImportFormatError:
 
 
 def csv_columns(csv_path: Path) -> list[str]:
-    with open(csv_path, encoding="utf-8", errors="replace") as handle:
+    with _open_text(csv_path) as handle:  # plain or gzipped
         return handle.readline().strip().split(",")
 
 

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from .rawpipe import Follow
+
 
 class Progress:
     def __init__(self, stream: TextIO | None = None, *, live: bool | None = None,
@@ -48,7 +50,8 @@ class Progress:
 
 
 class CsvTail:
-    """Follows k6's raw CSV as k6 appends to it (about once a second): an exact request count
+    """Follows k6's raw CSV as it grows (about once a second; plain, or gzipped and
+    decompressed as it arrives, runner/rawpipe.py): an exact request count
     (a C-level substring count) and the error and 429 shares of the newest samples (one
     regular expression over the last part of each chunk). Cheap on purpose: the machine is
     busy generating load, and every cycle spent here is taken from k6 or the target."""
@@ -57,7 +60,7 @@ class CsvTail:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.offset = 0
+        self.follow = Follow(path)
         self.partial = b""
         self.requests = 0
         self.recent = 0
@@ -66,13 +69,9 @@ class CsvTail:
         self._pattern: re.Pattern[bytes] | None = None
 
     def poll(self) -> None:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
+        chunk = self.follow.read()
+        if not chunk:
             return
-        self.offset += len(chunk)
         data = self.partial + chunk
         cut = data.rfind(b"\n") + 1
         self.partial, data = data[cut:], data[:cut]

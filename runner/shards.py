@@ -30,6 +30,7 @@ from .errors import UsageError
 from .ingest import count_dropped_iterations, csv_to_parquet, sink_atomically
 from .outcome import hosts_hit, scenarios_started_at, threshold_results
 from .progress import CsvTail
+from .rawpipe import RawSink, k6_target
 from .store import iso, read_json, utcnow
 
 if TYPE_CHECKING:
@@ -73,10 +74,11 @@ class Shard:
     started_at: str | None = None
     ended_at: str | None = None
     code: int | None = None
+    raw_name: str = "raw.csv"  # raw.csv.gz when compressed as k6 writes it (runner/rawpipe.py)
 
     @property
     def raw_csv(self) -> Path:
-        return self.dir / "raw.csv"
+        return self.dir / self.raw_name
 
     @property
     def summary_tmp(self) -> Path:
@@ -96,7 +98,7 @@ def _outcome_type() -> type[K6Outcome]:
 def shard_command(cmd: list[str], shard: Shard, raw_csv: Path, summary_tmp: Path) -> list[str]:
     """The stage's k6 command for one shard: its own raw CSV and summary, and its segment
     (before the script, the last argument)."""
-    swap = {f"csv={raw_csv.resolve()}": f"csv={shard.raw_csv.resolve()}",
+    swap = {f"csv={k6_target(raw_csv).resolve()}": f"csv={k6_target(shard.raw_csv).resolve()}",
             str(summary_tmp.resolve()): str(shard.summary_tmp.resolve())}
     out = [swap.get(arg, arg) for arg in cmd]
     return out[:-1] + segment_args(shard.index, shard.count) + out[-1:]
@@ -157,10 +159,12 @@ def drive(session: RunSession, cmd: list[str], env: Mapping[str, str], stage_dir
     out of here: the time bound, Ctrl-C, ``stop_when``, or any exception. The stage's
     ``k6.log`` is every shard's log, one after the other, each under a header line."""
     count = session.generators
-    shards = [Shard(i, count, stage_dir / SHARDS_DIR / str(i)) for i in range(count)]
+    shards = [Shard(i, count, stage_dir / SHARDS_DIR / str(i), raw_name=raw_csv.name)
+              for i in range(count)]
     tails = [CsvTail(str(s.raw_csv)) for s in shards]
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
+    sinks: list[RawSink] = []
     interrupted = timed_out = False
     stopped: str | None = None
     window: list[tuple[float, int]] = []
@@ -169,6 +173,7 @@ def drive(session: RunSession, cmd: list[str], env: Mapping[str, str], stage_dir
         watch = conditions.CpuWatch({"target": session._target_pids}).start()
         for shard in shards:
             shard.dir.mkdir(parents=True, exist_ok=False)
+            sinks.append(RawSink(shard.raw_csv).start())
         commands = [shard_command(cmd, s, raw_csv, summary_tmp) for s in shards]
         for shard, command in zip(shards, commands, strict=True):
             log = open(shard.dir / "k6.log", "w")  # noqa: SIM115 - closed in finally
@@ -216,12 +221,16 @@ def drive(session: RunSession, cmd: list[str], env: Mapping[str, str], stage_dir
         interrupted = True
     finally:
         stop_all(procs)
+        for sink in sinks:  # after k6 is reaped: the rest of each pipe is read
+            sink.stop()
         for log in logs:
             log.close()
         session.progress.done()
     _note_ended(shards, procs)
     for shard, proc in zip(shards, procs, strict=True):
         shard.code = proc.returncode
+    for sink in sinks:
+        sink.finish()  # a write error, if any, fails the stage's saving
     _combine_logs(shards, stage_dir / "k6.log")
     outcome = _outcome_type()(worst_code([s.code for s in shards]), interrupted, timed_out,
                               watch.stop(), watch, stopped)
@@ -329,7 +338,7 @@ def drop_raw(session: RunSession, record: dict[str, Any], sharded: ShardedOutcom
     were checked against them)."""
     raws = [s.raw_csv for s in sharded.shards if s.raw_csv.is_file()]
     if session.keep_raw:
-        record["raw_files"] = [f"stages/{record['dir']}/{SHARDS_DIR}/{p.parent.name}/raw.csv"
+        record["raw_files"] = [f"stages/{record['dir']}/{SHARDS_DIR}/{p.parent.name}/{p.name}"
                                for p in raws]
     else:
         for raw in raws:

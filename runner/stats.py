@@ -195,25 +195,31 @@ def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatAr
 _LOW_MS, _HIGH_MS = 1e-3, 1e6
 _EDGES = np.asarray(_LOW_MS * (1 + BUCKET_WIDTH) ** np.arange(
     int(math.ceil(math.log(_HIGH_MS / _LOW_MS) / math.log1p(BUCKET_WIDTH))) + 2), dtype=np.float64)
+_UPPER_EDGES = _EDGES[1:]  # each bucket's upper edge, by bucket
 _HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray, dict[float, float]]] = {}
 
 
-def _bucket_of(ms: FloatArray) -> IntArray:
+def _bucket_of(ms: FloatArray) -> NDArray[np.int32]:
     """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` clipped to the
     buckets finds it, in linear time: a single-precision log puts a value in its bucket or
-    next to it, and the few a bucket's edges disagree with are looked up exactly."""
+    next to it, and the few a bucket's edges disagree with (NaN and infinities among them)
+    are looked up exactly. Few passes, small temporaries: at 10 M requests the first touch
+    of every new array's memory is a good part of the cost."""
     last = len(_EDGES) - 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         guess = np.log(ms.astype(np.float32))
         guess -= np.float32(math.log(_LOW_MS))
         guess *= np.float32(1 / math.log1p(BUCKET_WIDTH))
-        np.nan_to_num(guess, copy=False, nan=last, posinf=last, neginf=0)
-        np.clip(guess, 0, last, out=guess)
-    bucket = guess.astype(np.int64)  # floor: the guess is not negative
+        np.clip(guess, 0, last, out=guess)  # infinities to the ends; NaN stays NaN
+        bucket = guess.astype(np.int32)  # floor, the guess being >= 0; NaN: fixed below
     del guess
+    np.clip(bucket, 0, last, out=bucket)
     wrong = ms < _EDGES[bucket]
     wrong &= bucket > 0
-    wrong |= (ms >= _EDGES[bucket + 1]) & (bucket < last)
+    above = ms >= _UPPER_EDGES[bucket]
+    above &= bucket < last
+    wrong |= above
+    del above
     wrong |= np.isnan(ms)
     exact = np.searchsorted(_EDGES, ms[wrong], side="right") - 1
     bucket[wrong] = np.clip(exact, 0, last)
@@ -221,26 +227,31 @@ def _bucket_of(ms: FloatArray) -> IntArray:
 
 
 def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
-    """(the buckets this arm uses, its blocks x those buckets counts, its exact quantiles by q),
-    built once per arm."""
+    """(the buckets this arm uses, its blocks x those buckets running counts -- each block's
+    count of latencies up to and including the bucket --, its exact quantiles by q), built
+    once per arm."""
     cached = _HISTOGRAMS.get(id(b))
     if cached is not None and cached[0] is b:
         return cached[1], cached[2], cached[3]
     buckets = _bucket_of(b.ok_ms)
     present = np.bincount(buckets, minlength=len(_EDGES) - 1) > 0
     used = np.flatnonzero(present).astype(np.int64)
-    column = (np.cumsum(present) - 1)[buckets]
-    flat = np.bincount(b.ok_block * len(used) + column, minlength=b.count * len(used))
-    hist = flat.reshape(b.count, len(used)).astype(np.float64)
+    key = b.ok_block * len(used)
+    key += (np.cumsum(present) - 1)[buckets]  # the bucket's column among those used
+    del buckets
+    flat = np.bincount(key, minlength=b.count * len(used))
+    del key
+    running = np.cumsum(flat.reshape(b.count, len(used)), axis=1).astype(np.float64)
     if len(_HISTOGRAMS) > 64:
         _HISTOGRAMS.clear()
-    _HISTOGRAMS[id(b)] = (b, used, hist, {})
-    return used, hist, _HISTOGRAMS[id(b)][3]
+    _HISTOGRAMS[id(b)] = (b, used, running, {})
+    return used, running, _HISTOGRAMS[id(b)][3]
 
 
 def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
-    used, hist, _ = _cached(b)
-    return used, hist
+    """(the buckets the arm uses, its blocks x buckets running counts)."""
+    used, running, _ = _cached(b)
+    return used, running
 
 
 def _exact_quantile(b: Blocks, q: float) -> float:
@@ -262,15 +273,31 @@ _BLOCK_QUANTILES = (0.5, 0.95, 0.99)
 
 
 def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
-    """Quantile of each resample, from the arm's per-block histogram (exact to the bucket)."""
-    used, hist = _histogram(b)
-    # the sample itself (every block once) first: its bucketed quantile against the exact one
-    # corrects the draws for the bucket's width, so the interval is centred where it belongs
-    weights = np.vstack([np.ones((1, b.count)), weights])
-    cumulative = np.cumsum(weights @ hist, axis=1)  # (1 + draws) x used buckets
-    targets = np.ceil(cumulative[:, -1] * q)
-    index = np.minimum((cumulative < targets[:, None]).sum(axis=1), len(used) - 1)
-    bucket = used[index]
+    """Quantile of each resample, from the arm's per-block histogram (exact to the bucket):
+    the first bucket where the resample's running count reaches its nearest rank. A resample's
+    running counts are its block weights times the blocks' running counts; only the columns
+    around the sample's own quantile are multiplied out, widened until every resample's
+    bucket lies inside (the counts are whole numbers, so every sum is exact in any order)."""
+    used, running = _histogram(b)
+    last = len(used) - 1
+    whole = running.sum(axis=0)  # the sample itself: every block once
+    drawn_totals = weights @ running[:, -1]
+    targets = np.ceil(drawn_totals * q)
+    # the sample's bucketed quantile against the exact one corrects the draws for the
+    # bucket's width, so the interval is centred where it belongs
+    centre = min(int(np.searchsorted(whole, math.ceil(whole[-1] * q), side="left")), last)
+    lo, hi = max(centre - 16, 0), min(centre + 17, last + 1)
+    while True:
+        part = weights @ running[:, lo:hi]  # draws x (hi - lo) running counts
+        left = lo > 0 and bool((part[:, 0] >= targets).any())
+        right = hi <= last and bool((part[:, -1] < targets).any())
+        if not (left or right):
+            break
+        width = hi - lo
+        lo = max(lo - 2 * width, 0) if left else lo
+        hi = min(hi + 2 * width, last + 1) if right else hi
+    index = np.minimum(lo + (part < targets[:, None]).sum(axis=1), last)
+    bucket = used[np.concatenate([[centre], index])]
     bucketed = np.sqrt(_EDGES[bucket] * _EDGES[bucket + 1])
     exact = _exact_quantile(b, q)
     return np.asarray(bucketed[1:] * (exact / bucketed[0]), dtype=np.float64)

@@ -37,11 +37,17 @@ REFERENCE_CRD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "
     / "k6.io_testruns.yaml"
 
 
+def open_raw(path: Path):  # type: ignore[no-untyped-def]
+    """A raw CSV kept by the runner (gzipped by default, runner/rawpipe.py) or a plain one."""
+    return (gzip.open(path, "rt", newline="") if path.name.endswith(".gz")
+            else open(path, newline=""))  # noqa: SIM115
+
+
 def durations_from_raw(paths: list[Path]) -> list[float]:
     """http_req_duration values of k6 raw CSVs, outside any warm-up, read with csv alone."""
     values = []
     for path in paths:
-        with open(path, newline="") as handle:
+        with open_raw(path) as handle:
             for row in csv.DictReader(handle):
                 if row["metric_name"] == "http_req_duration" and row.get("scenario") != "warmup":
                     values.append(float(row["metric_value"]))
@@ -335,7 +341,8 @@ def test_import_shards_merges_raw_files_and_warns_on_disjoint_windows(
         answered = served[0]
     raws = [[run.path / p for p in stage["raw_files"]] for stage in run.stages]
     zipped = tmp_path / "raw.csv.gz"  # gzipped, and of the same base name as the others
-    zipped.write_bytes(gzip.compress(raws[1][1].read_bytes()))
+    zipped.write_bytes(raws[1][1].read_bytes())  # the runner keeps them gzipped
+    assert zipped.read_bytes()[:2] == b"\x1f\x8b"
     out = tmp_path / "imported"
     files = [raws[0][0], raws[0][1], raws[1][0], zipped]
     assert main(["import", "--shards", *map(str, files), "--label", "merged",
@@ -358,7 +365,7 @@ def test_import_shards_merges_raw_files_and_warns_on_disjoint_windows(
             nearest_rank(durations_from_raw(files_of), 0.95), abs=1e-9)
     # the second generator's clock an hour ahead: the windows no longer overlap
     shifted = tmp_path / "shifted.csv"
-    with open(raws[0][1], newline="") as src, open(shifted, "w", newline="") as dst:
+    with open_raw(raws[0][1]) as src, open(shifted, "w", newline="") as dst:
         reader, writer = csv.reader(src), csv.writer(dst)
         header = next(reader)
         writer.writerow(header)
