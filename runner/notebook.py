@@ -331,7 +331,8 @@ def methodology(report: ReportData) -> Any:
 
 CAPTIONS = {
     "main_latency": "Look at the gap between the versions at the highest load and whether each "
-                    "p95 stays under the dotted SLO line; shading: 95% interval of each point.",
+                    "p95 stays under the dotted SLO line; shading: 95% interval between a version's "
+                    "runs (none for a version measured once).",
     "latency_vs_load": "Where a line bends upward the service starts queueing; the dotted line "
                        "is the SLO.",
     "throughput_vs_load": "A line that flattens while the load rises: the service is saturated.",

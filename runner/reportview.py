@@ -519,8 +519,8 @@ GLOSSARY = [
      "(throughput), and only the successful ones (goodput); one row when they are equal."),
     ("success rate", "successful answers over all requests; 429 (rate-limited) answers and "
      "errors count against it."),
-    ("change and its 95% interval", "after ÷ before − 1. With three or more runs per version "
-     "the interval comes from the spread between runs; with fewer, from resampling the run's "
+    ("change and its 95% interval", "after ÷ before − 1. With two or more runs per version "
+     "the interval comes from the spread between runs; with one, from resampling the run's "
      "1-second blocks, which covers variation within that run only."),
     ("improved, regressed, no significant change", "the interval lies above, below, or "
      "across no change; the headline measures (p95, goodput, success rate at each stage) are "

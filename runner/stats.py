@@ -303,17 +303,6 @@ def _quantile_draws(b: Blocks, weights: FloatArray, q: float) -> FloatArray:
     return np.asarray(bucketed[1:] * (exact / bucketed[0]), dtype=np.float64)
 
 
-def block_bootstrap_quantile(b: Blocks, q: float, rng: np.random.Generator,
-                             draws: int = BLOCK_DRAWS) -> tuple[float, float] | None:
-    """A 95% percentile interval of one run's quantile ``q`` from resampling its 1-second
-    blocks (the variation within this run only); None with too few blocks or no successes."""
-    if b.count < MIN_BLOCKS or len(b.ok_ms) == 0:
-        return None
-    values = _quantile_draws(b, _block_weights(b.count, draws, rng), q)
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_better: bool,
                           point: float, rng: np.random.Generator,
                           draws: int = BLOCK_DRAWS) -> RatioEstimate:
