@@ -437,9 +437,11 @@ def record_stage(watch: CpuWatch, record: dict[str, Any], stage_dir: Path) -> No
 def record_script(watch: CpuWatch, records: list[dict[str, Any]], stage_dir: Path) -> None:
     """A script-driven run (one k6 process for all its stages): its resource timeline is
     stored once, and each stage record gets the samples of its own window (from its load
-    start over its measured time; the whole test when its window is unknown) as its
-    summary and the generator guard's machine samples. k6's CPU (``conditions``) is the
-    whole test's, as k6 ran all the stages at once or one after the other."""
+    start over its measured time) as its summary and the generator guard's samples: k6's CPU
+    too is the mean of the k6 samples in that window, not the whole test's, so a short
+    saturated stage is not diluted by calm ones nor a calm stage flagged for a busy one. A
+    stage whose window is unknown (no requests) or holds no sample is judged without CPU
+    figures, and its record says so."""
     rows = watch.sampler.rows if watch.sampler is not None else []
     if rows:
         write_resources(rows, stage_dir / "resources.parquet")
@@ -447,19 +449,23 @@ def record_script(watch: CpuWatch, records: list[dict[str, Any]], stage_dir: Pat
         mine = _rows_in(rows, record)
         if rows:
             record["resources_file"] = f"stages/{stage_dir.name}/resources.parquet"
+        cpu = dict(record.get("conditions") or {})
+        k6 = [c for _, name, c, _ in mine if name == "k6"]
+        cpu["k6_cpu_cores"] = round(sum(k6) / len(k6) / 100, 3) if k6 else None
         if mine:
             record["resources"] = resources_summary(mine)
-        record["generator"] = generator_guard(mine, record.get("conditions") or {}, record,
-                                              stage_dir / "k6.log")
+        record["generator"] = generator_guard(mine, cpu, record, stage_dir / "k6.log")
+        if not mine:
+            record["generator"]["cpu_note"] = ("no resource sample fell in this stage's "
+                                               "window: CPU not judged")
 
 
 def _rows_in(rows: list[tuple[datetime, str, float, float]],
              record: dict[str, Any]) -> list[tuple[datetime, str, float, float]]:
     start, measured = record.get("load_started_at"), record.get("measured_s")
     if not start or not measured:
-        return rows
+        return []
     begin = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
     end = begin.timestamp() + float(measured)
     # a sample covers the second before it: the first one after the start counts
-    return [row for row in rows if begin.timestamp() < row[0].timestamp() <= end + 0.5] \
-        or rows
+    return [row for row in rows if begin.timestamp() < row[0].timestamp() <= end + 0.5]

@@ -108,8 +108,9 @@ def test_a_script_driven_run_is_cross_checked_and_sampled(tmp_path: Path) -> Non
     assert set(resources["process"].cast(pl.String)) == {"machine", "k6", "target"}
     for record in (browse, buy):
         assert record["resources"]["k6"]["samples"] >= 1, record["resources"]
-        # the guard judged the split stage (its verdict depends on what else the machine runs)
-    assert record["generator"]["k6_cpu_cores"] == record["conditions"]["k6_cpu_cores"]
+        # the guard judged each stage on k6's CPU in that stage's own window, not the test's
+        assert record["generator"]["k6_cpu_cores"] == pytest.approx(
+            record["resources"]["k6"]["cpu_percent_mean"] / 100, abs=0.001)
     assert browse["conditions"]["k6_cpu_cores"] > 0
 
 
