@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,3 +31,24 @@ def runs_dir(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The shipped sample runs' report, probes included, made ONCE per session through the CLI
+    as a user runs it (``loadproof report``, every format; no --title, so the title comes from
+    the experiment file beside the runs). Executing the report notebook is the costly part of
+    the fast tests, so every test that only READS these outputs shares them (tests/
+    test_report.py, test_report_alt_text.py, test_site.py): copy before changing anything.
+
+    Returns (its folder, the report folder, the command's stdout + stderr ending in
+    ``exit <code>``); the reports folder (feed, portfolio page) is ``<folder>/reports``."""
+    tmp_path = tmp_path_factory.mktemp("sample-report")
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadproof.cli", "report", str(SAMPLE / "baseline"),
+         str(SAMPLE / "optimized"), "--out", str(out), "--reports-dir", str(tmp_path / "reports"),
+         "--probe-baseline", str(SAMPLE / "probe-baseline"),
+         "--probe-candidate", str(SAMPLE / "probe-optimized")],
+        capture_output=True, text=True, timeout=240)
+    return tmp_path, out, result.stdout + "\n" + result.stderr + f"\nexit {result.returncode}"

@@ -22,18 +22,8 @@ def loadproof(*args: str, cwd: Path | None = None, timeout: int = 240) \
                           text=True, timeout=timeout, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def sample_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """The sample runs' report, probes included, made once for this module's tests; no
-    --title, so the title comes from the experiment file beside the runs."""
-    tmp_path = tmp_path_factory.mktemp("report")
-    out = tmp_path / "report"
-    result = loadproof("report", str(SAMPLE / "baseline"), str(SAMPLE / "optimized"), "--out",
-                       str(out), "--reports-dir", str(tmp_path / "reports"),
-                       "--probe-baseline", str(SAMPLE / "probe-baseline"),
-                       "--probe-candidate", str(SAMPLE / "probe-optimized"))
-    return tmp_path, out, result.stdout + "\n" + result.stderr + f"\nexit {result.returncode}"
-
+# sample_report (tests/conftest.py): `loadproof report` on the samples, probes included, made
+# once per session and shared with the other tests that read its files
 
 def test_report_from_stored_runs(sample_report: tuple[Path, Path, str]) -> None:
     tmp_path, out, log = sample_report
