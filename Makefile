@@ -34,13 +34,13 @@ lint: install
 	$(BIN)/mypy
 
 # The fast tests (no k6, no database; mostly notebook kernels and report exports) run on
-# TEST_WORKERS processes (pytest-xdist); the slow ones one at a time after them, as they put
-# load on the machine and check that nothing else disturbed it. Both halves always run; the
-# target fails if either did.
+# TEST_WORKERS processes (pytest-xdist; whole modules per worker, so a module's fixtures are
+# made once); the slow ones one at a time after them, as they put load on the machine and
+# check that nothing else disturbed it. Both halves always run; the target fails if either did.
 TEST_WORKERS ?= 2
 test: install lint
 	status=0; \
-	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) || status=$$?; \
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope || status=$$?; \
 	$(BIN)/pytest -m slow || status=$$?; \
 	exit $$status
 
