@@ -33,8 +33,16 @@ lint: install
 	$(BIN)/ruff check runner services tests bench
 	$(BIN)/mypy
 
+# The fast tests (no k6, no database; mostly notebook kernels and report exports) run on
+# TEST_WORKERS processes (pytest-xdist; whole modules per worker, so a module's fixtures are
+# made once); the slow ones one at a time after them, as they put load on the machine and
+# check that nothing else disturbed it. Both halves always run; the target fails if either did.
+TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/pytest
+	status=0; \
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope || status=$$?; \
+	$(BIN)/pytest -m slow || status=$$?; \
+	exit $$status
 
 # What a fresh machine sees: the system libraries WeasyPrint can do without are made
 # unloadable (tests/hide_libs/sitecustomize.py; no root, nothing uninstalled), and the tests

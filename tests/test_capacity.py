@@ -304,7 +304,9 @@ def test_search_finds_the_slot_servers_capacity(runs_dir: Path) -> None:
     known = SLOTS * 1000 / HOLD_MS
     with slot_server(SLOTS, HOLD_MS) as url:
         result = run_capacity_search(
-            settings(slo_p95_ms=150, min_rate=60, trial_duration="2s", warmup="1s",
+            # from 120 req/s the x2 ramp passes the capacity at its third trial (one trial
+            # fewer than from 60), then bisects to 10%
+            settings(slo_p95_ms=150, min_rate=120, trial_duration="2s", warmup="1s",
                      cooldown="1s", precision=0.1, budget="3m"),
             label="slots", target=url, script="quick", out_dir=runs_dir, progress=QUIET)
     assert result.limited_by == "slo", result.note
@@ -319,7 +321,7 @@ def test_search_finds_the_slot_servers_capacity(runs_dir: Path) -> None:
     assert len(stored["trials"]) == len(result.trials)
     assert stored["result"]["capacity"] == result.capacity
     keys = [s["key"] for s in run.stages]
-    assert keys[0] == "t01-60rps" and keys == [t.stage for t in result.trials]
+    assert keys[0] == "t01-120rps" and keys == [t.stage for t in result.trials]
     assert all((run.path / s["requests_file"]).is_file() for s in run.stages)
     assert all(s["status"] == "complete" for s in run.stages)
 

@@ -44,7 +44,8 @@ def test_arm_order_alternates() -> None:
 
 @pytest.mark.slow
 def test_aa_pipeline_is_isolated_and_claims_nothing(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    brief_quiet_wait: float) -> None:
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(private_tmp))  # the services' databases live in here
@@ -79,6 +80,7 @@ def test_aa_pipeline_is_isolated_and_claims_nothing(tmp_path: Path,
             assert conditions["other_includes"] == []
         for schedule in run.manifest["schedule"]:
             assert schedule["service_stopped"]["left_running"] == []
+            assert 0 < schedule["quiet_before"]["waited_s"] <= brief_quiet_wait + 5
     # the comparison ran on replicated, isolated arms: verdicts come from 3 repeats each, and
     # whether this one A/A makes a claim is left to the simulated calibration (test_aa.py),
     # which fixes its seed; a real one would fail by chance in up to 5% of CI runs

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,35 +147,45 @@ def _execute_over_websocket(port: int, token: str, kernel_id: str, code: str) ->
         ws.close()
 
 
-@pytest.mark.slow
-def test_make_lab_serves_the_notebooks_on_loopback_with_quiet_encrypted_kernels(
-        tmp_path: Path) -> None:
-    lab = _Lab(tmp_path)
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Lab, int, str]]:
+    """ONE ``make lab`` for this module's Lab tests (starting JupyterLab is their fixed cost):
+    the Lab, its port and token. Stopping it checks that nothing it started is left running."""
+    lab = _Lab(tmp_path_factory.mktemp("lab"))
     try:
         port, token = lab.url(timeout=120)
-        status = _api(port, token, "/api/status")
-        assert "started" in status
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            _api(port, None, "/api/contents")
-        assert refused.value.code == 403
-        # loopback only: nothing in the tree listens anywhere else
-        server = psutil.Process(lab.proc.pid)
-        listening = [c.laddr for p in [server, *server.children(recursive=True)]
-                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
-        # notebooks/ is what it opens; the project's kernel is the default
-        names = {item["name"] for item in _api(port, token, "/api/contents")["content"]}
-        assert {"load_test.ipynb", "compare.ipynb", "report.ipynb"} <= names
-        specs = _api(port, token, "/api/kernelspecs")
-        argv = specs["kernelspecs"][specs["default"]]["spec"]["argv"]
-        assert Path(argv[0]).parent == Path(sys.prefix) / "bin"
-        # a kernel starts, runs code through the browser's channel, and says nothing alarming
-        kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
-        assert _execute_over_websocket(port, token, kernel["id"], "print(6 * 7)") == "42\n"
-        _api(port, token, f"/api/kernels/{kernel['id']}", "DELETE")
-        assert NOTICE not in lab.output, lab.output
+        yield lab, port, token
     finally:
         lab.stop()
+
+
+@pytest.mark.slow
+def test_make_lab_serves_the_notebooks_on_loopback_with_quiet_encrypted_kernels(
+        lab_server: tuple[_Lab, int, str]) -> None:
+    """Loopback only, a token required, notebooks/ and the project's kernel by default, and a
+    kernel started in the Lab runs code with no "without encryption" notice."""
+    lab, port, token = lab_server
+    status = _api(port, token, "/api/status")
+    assert "started" in status
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _api(port, None, "/api/contents")
+    assert refused.value.code == 403
+    # loopback only: nothing in the tree listens anywhere else
+    server = psutil.Process(lab.proc.pid)
+    listening = [c.laddr for p in [server, *server.children(recursive=True)]
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+    # notebooks/ is what it opens; the project's kernel is the default
+    names = {item["name"] for item in _api(port, token, "/api/contents")["content"]}
+    assert {"load_test.ipynb", "compare.ipynb", "report.ipynb"} <= names
+    specs = _api(port, token, "/api/kernelspecs")
+    argv = specs["kernelspecs"][specs["default"]]["spec"]["argv"]
+    assert Path(argv[0]).parent == Path(sys.prefix) / "bin"
+    # a kernel starts, runs code through the browser's channel, and says nothing alarming
+    kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
+    assert _execute_over_websocket(port, token, kernel["id"], "print(6 * 7)") == "42\n"
+    _api(port, token, f"/api/kernels/{kernel['id']}", "DELETE")
+    assert NOTICE not in lab.output, lab.output
 
 
 def _run_notebook_in_lab(port: int, token: str, name: str) -> list[dict[str, Any]]:
@@ -229,7 +240,9 @@ def _shown(outputs: list[dict[str, Any]]) -> str:
 
 @pytest.mark.slow
 def test_each_notebook_runs_in_the_lab_with_its_defaults_and_shows_the_samples_figures(
-        tmp_path: Path) -> None:
+        lab_server: tuple[_Lab, int, str]) -> None:
+    """Every notebook, cell by cell with its shipped defaults, in new kernels of the module's
+    running Lab, shows the sample comparison's figures; no "without encryption" notice."""
     from loadproof.compare import compare_runs
     from loadproof.store import load_run
 
@@ -238,22 +251,18 @@ def test_each_notebook_runs_in_the_lab_with_its_defaults_and_shows_the_samples_f
     top = comparison.stages[-1]
     p95 = top.metrics["latency_p95_ms"]
     assert p95.baseline is not None and p95.candidate is not None
-    lab = _Lab(tmp_path)
-    try:
-        port, token = lab.url(timeout=120)
-        arm = _run_notebook_in_lab(port, token, "load_test")
-        assert _figures(arm) >= 3  # latency, throughput and outcomes against load
-        shown = _shown(arm)
-        assert sample["baseline"].run_id in shown and top.key in shown
-        for name in ("compare", "report"):
-            outputs = _run_notebook_in_lab(port, token, name)
-            assert _figures(outputs) >= (2 if name == "compare" else 4), name
-            shown = _shown(outputs)
-            # the sample comparison's own figures, as the notebook printed them
-            assert f"{p95.baseline:.1f}" in shown and f"{p95.candidate:.1f}" in shown, name
-        assert NOTICE not in lab.output, lab.output
-    finally:
-        lab.stop()
+    lab, port, token = lab_server
+    arm = _run_notebook_in_lab(port, token, "load_test")
+    assert _figures(arm) >= 3  # latency, throughput and outcomes against load
+    shown = _shown(arm)
+    assert sample["baseline"].run_id in shown and top.key in shown
+    for name in ("compare", "report"):
+        outputs = _run_notebook_in_lab(port, token, name)
+        assert _figures(outputs) >= (2 if name == "compare" else 4), name
+        shown = _shown(outputs)
+        # the sample comparison's own figures, as the notebook printed them
+        assert f"{p95.baseline:.1f}" in shown and f"{p95.candidate:.1f}" in shown, name
+    assert NOTICE not in lab.output, lab.output
 
 
 @pytest.mark.slow  # a papermill kernel: about 20 s on a busy machine

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loadproof.achievements import validate
@@ -22,20 +23,23 @@ def loadproof(*args: str, cwd: Path | None = None, timeout: int = 240) \
                           text=True, timeout=timeout, cwd=cwd)
 
 
+# sample_report (tests/conftest.py): `loadproof report` on the samples, probes included, made
+# once per session and shared with the other tests that read its files
+
+
 @pytest.fixture(scope="module")
-def sample_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """The sample runs' report, probes included, made once for this module's tests; no
-    --title, so the title comes from the experiment file beside the runs."""
-    tmp_path = tmp_path_factory.mktemp("report")
-    out = tmp_path / "report"
-    result = loadproof("report", str(SAMPLE / "baseline"), str(SAMPLE / "optimized"), "--out",
-                       str(out), "--reports-dir", str(tmp_path / "reports"),
-                       "--probe-baseline", str(SAMPLE / "probe-baseline"),
-                       "--probe-candidate", str(SAMPLE / "probe-optimized"))
-    return tmp_path, out, result.stdout + "\n" + result.stderr + f"\nexit {result.returncode}"
+def sample_comparison_json() -> dict[str, Any]:
+    """`loadproof compare --format json` on the sample runs, run once for the tests that
+    read it."""
+    result = loadproof("compare", str(SAMPLE / "baseline"), str(SAMPLE / "optimized"),
+                       "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
 
 
-def test_report_from_stored_runs(sample_report: tuple[Path, Path, str]) -> None:
+def test_report_from_stored_runs(sample_report: tuple[Path, Path, str],
+                                 sample_comparison_json: dict[str, Any]) -> None:
     tmp_path, out, log = sample_report
     assert log.endswith("exit 0"), log[-3000:]
     assert log.split("\n")[-3].strip() == str(out) or str(out) in log
@@ -49,8 +53,7 @@ def test_report_from_stored_runs(sample_report: tuple[Path, Path, str]) -> None:
     achievement = json.loads((out / "achievement.json").read_text())
     validate(achievement)
     # the figures each output prints are the comparison's, traceable to the run files
-    comparison = json.loads(loadproof("compare", str(SAMPLE / "baseline"),
-                                      str(SAMPLE / "optimized"), "--format", "json").stdout)
+    comparison = sample_comparison_json
     head = next(s for s in comparison["stages"] if s["key"] == comparison["headline_stage"])
     p95 = head["metrics"]["latency_p95_ms"]
     measured = achievement["measurements"]["latency_improvement"]
@@ -73,12 +76,11 @@ def test_report_for_missing_runs_names_them(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_compare_table_and_json() -> None:
+def test_compare_table_and_json(sample_comparison_json: dict[str, Any]) -> None:
     table = loadproof("compare", str(SAMPLE / "baseline"), str(SAMPLE / "optimized"))
     assert table.returncode == 0, table.stderr
     assert "p95 latency" in table.stdout and "capacity" in table.stdout
-    data = json.loads(loadproof("compare", str(SAMPLE / "baseline"), str(SAMPLE / "optimized"),
-                                "--format", "json").stdout)
+    data = sample_comparison_json
     stage = data["stages"][0]["metrics"]["latency_p95_ms"]
     assert {"baseline", "candidate", "ratio", "ci95", "verdict", "reasons"} <= set(stage)
     assert data["baseline"]["stages"][0]["requests"] > 0

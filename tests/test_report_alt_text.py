@@ -11,9 +11,8 @@ import matplotlib.pyplot as plt
 import pytest
 from loadproof.charts import ALL_CHARTS
 from loadproof.compare import compare_runs
-from loadproof.report import execute_notebook, export_html
+from loadproof.report import export_html
 
-from .conftest import SAMPLE
 from .helpers import make_run
 
 METRIC_WORDS = {
@@ -66,12 +65,14 @@ def test_a_single_run_chart_names_the_run(tmp_path: Path) -> None:
     assert "for the run solo" in chart.alt and "one stage, 5 virtual users" in chart.alt
 
 
-def test_exported_report_has_alt_text_on_every_image(tmp_path: Path,
+def test_exported_report_has_alt_text_on_every_image(sample_report: tuple[Path, Path, str],
+                                                     tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    executed = execute_notebook("report", tmp_path / "report.ipynb", {
-        "baseline_run": str(SAMPLE / "baseline"), "candidate_run": str(SAMPLE / "optimized"),
-        "probe_baseline_run": str(SAMPLE / "probe-baseline"),
-        "probe_candidate_run": str(SAMPLE / "probe-optimized")})
+    """The report notebook as `loadproof report` executed it on the samples, probes included
+    (the session's shared sample_report, tests/conftest.py), exported here again to HTML."""
+    _, out, log = sample_report
+    assert log.endswith("exit 0"), log[-3000:]
+    executed = out / "report.ipynb"
     with caplog.at_level(logging.WARNING):
         html = export_html(executed, tmp_path / "report.html").read_text()
     assert "Alternative text is missing" not in caplog.text
