@@ -4,6 +4,7 @@ after one process dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -91,13 +92,22 @@ def test_one_process_dying_stops_the_service(served: tuple[subprocess.Popen[str]
 
 @pytest.mark.slow
 def test_killing_the_supervisor_ends_every_service_process(
-        served: tuple[subprocess.Popen[str], str]) -> None:
+        served: tuple[subprocess.Popen[str], str], tmp_path: Path) -> None:
     proc, url = served
     children = psutil.Process(proc.pid).children()
     assert len(children) == 2
     proc.kill()  # no cleanup of its own: the kernel's parent-death signal ends the others
     proc.wait(10)
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert alive == []
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}/health/live", timeout=2)
+    try:
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == []
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health/live", timeout=2)
+    finally:
+        # the embedded PostgreSQL the killed supervisor started has no parent to end it (as
+        # after a kill -9 of a one-process service): stop it here, so the test leaves nothing
+        for postmaster in _postgres(tmp_path / "pg"):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                postmaster.terminate()
+        psutil.wait_procs(_postgres(tmp_path / "pg"), timeout=15)
+    assert _postgres(tmp_path / "pg") == []
