@@ -14,7 +14,7 @@ from loadproof.plan import make_plan
 from loadproof.resilience import run_figures
 from loadproof.store import load_run
 
-from .test_faults import QUIET, RECOVERY_S, SLO, _get, fault_server
+from .test_faults import COMES_BACK_AFTER_S, QUIET, RECOVERY_S, SLO, _get, fault_server
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_command_fault_over_two_generators_measures_the_known_recovery(runs_dir:
     fault = parse_fault({"name": "cut", "stage": 1, "at": "2s", "duration": "2s",
                          "start": count_start + _get("/control/down"),
                          "stop": count_stop + _get("/control/up")})
-    with fault_server(RECOVERY_S) as (url, _):
+    with fault_server(COMES_BACK_AFTER_S) as (url, _):
         run = run_stages(make_plan("4", model="vus", stage_duration="12s"), label="split",
                          target=url, script="quick", out_dir=runs_dir, progress=QUIET,
                          fault_specs=[fault], generators=2)
