@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from .store import Run
@@ -62,12 +64,16 @@ def p95_per_second(run: Run) -> pl.DataFrame:
 def latency_histogram(run: Run, key: str) -> pl.DataFrame:
     """The successful latencies of one stage (repeats pooled) in log buckets of BUCKET_WIDTH:
     columns ``latency_ms`` (the bucket's upper edge) and ``count``, ascending."""
+    memo_key = ("histogram", *_signature(run, key))
+    if memo_key in _MEMO:
+        histogram: pl.DataFrame = _MEMO[memo_key]
+        return histogram
     files = _files(run, key)
     if not files:
         return pl.DataFrame(schema={"latency_ms": pl.Float64, "count": pl.UInt32})
     step = math.log1p(BUCKET_WIDTH)
     bucket = (pl.col("duration_ms").clip(lower_bound=_LOW_MS) / _LOW_MS).log() / step
-    return _collect(
+    counts = _collect(
         pl.scan_parquet(files).select("duration_ms", "status", "expected", "stage")
         .filter((pl.col("stage") == key) & success_expr())
         .group_by(bucket.floor().cast(pl.Int64).alias("bucket"))
@@ -75,6 +81,14 @@ def latency_histogram(run: Run, key: str) -> pl.DataFrame:
         .sort("bucket")
         .select((_LOW_MS * (1 + BUCKET_WIDTH) ** (pl.col("bucket") + 1)).alias("latency_ms"),
                 "count"))
+    _remember(memo_key, counts)
+    return counts
+
+
+# the latency-over-time chart draws at most this many bins per line: per second up to ten
+# minutes, wider bins (whole seconds) for longer runs, so an hour's soak draws no more points
+# than a ten-minute run
+MAX_BINS = 600
 
 
 def quantiles_per_second(run: Run) -> tuple[pl.DataFrame, list[tuple[str, float, float]]]:
@@ -82,27 +96,122 @@ def quantiles_per_second(run: Run) -> tuple[pl.DataFrame, list[tuple[str, float,
     status) in each second since the run's first request: columns ``second`` (a float, as the
     chart's x), ``p50_ms``, ``p95_ms``, ``p99_ms``, in time order, seconds without answers
     absent. And each stage's span on the same clock, ``(stage, first_s, last_s)`` in the order
-    the stages started. Two lazy scans of four columns; nothing of one row per request is
-    kept."""
+    the stages started."""
+    binned, spans, _ = quantiles_over_time(run, max_bins=None)
+    return binned, spans
+
+
+def quantiles_over_time(run: Run, max_bins: int | None = MAX_BINS) \
+        -> tuple[pl.DataFrame, list[tuple[str, float, float]], int]:
+    """As quantiles_per_second, in bins of the fewest whole seconds that keep the bins of the
+    run's time to ``max_bins`` (1 s when None): ``second`` is each bin's start. Returns the
+    bin's width in seconds too. Two lazy scans of a few columns; nothing of one row per
+    request is kept. Kept per run for the process's later charts (the report draws each chart
+    twice, wide and narrow)."""
+    memo_key = ("over_time", max_bins, *_signature(run))
+    if memo_key in _MEMO:
+        kept: tuple[pl.DataFrame, list[tuple[str, float, float]], int] = _MEMO[memo_key]
+        return kept[0], list(kept[1]), kept[2]
     files = _files(run)
     empty = pl.DataFrame(schema={"second": pl.Float64, "p50_ms": pl.Float64,
                                  "p95_ms": pl.Float64, "p99_ms": pl.Float64})
     if not files:
-        return empty, []
+        return empty, [], 1
     scan = pl.scan_parquet(files)
     start = _collect(scan.select(pl.col("timestamp").min())).item()
     if start is None:
-        return empty, []
+        return empty, [], 1
     t = (pl.col("timestamp") - start).dt.total_milliseconds() / 1000
-    spans = _collect(scan.group_by("stage").agg(t.min().alias("low"), t.max().alias("high"))
-                     .sort("low", "stage"))
+    spans_frame = _collect(scan.group_by("stage").agg(t.min().alias("low"), t.max().alias("high"))
+                           .sort("low", "stage"))
+    spans = [(str(key), float(low), float(high)) for key, low, high in spans_frame.iter_rows()]
+    last = max((high for _, _, high in spans), default=0.0)
+    width = max(1, math.ceil((last + 1) / max_bins)) if max_bins else 1
     ok = pl.col("status").is_between(200, 399) | (pl.col("status").is_null()
                                                    & pl.col("expected").fill_null(False))
-    binned = _collect(
-        scan.select("timestamp", "duration_ms", "status", "expected").filter(ok)
-        .group_by(t.floor().alias("second"))
-        .agg(pl.col("duration_ms").quantile(0.50).alias("p50_ms"),
-             pl.col("duration_ms").quantile(0.95).alias("p95_ms"),
-             pl.col("duration_ms").quantile(0.99).alias("p99_ms"))
-        .sort("second"))
-    return binned, [(str(key), float(low), float(high)) for key, low, high in spans.iter_rows()]
+    bin_of = (pl.col("timestamp") - start).dt.total_milliseconds() // (1000 * width)
+    answered = scan.filter(ok).select(bin_of.alias("bin"), "duration_ms").collect()
+    binned = _binned_quantiles(answered["bin"].to_numpy(), answered["duration_ms"].to_numpy(),
+                               width)
+    del answered
+    _remember(memo_key, (binned, spans, width))
+    return binned, list(spans), width
+
+
+_QUANTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
+
+
+def _binned_quantiles(bins: np.ndarray, ms: np.ndarray, width: int) -> pl.DataFrame:
+    """p50, p95 and p99 of ``ms`` in each bin (numbered from the run's start, ``width``
+    seconds each), as polars' ``quantile`` (its default "nearest": the value at rank
+    round((n - 1) q), halves away from zero) gives them per group: the values put in bin
+    order once, then one partial sort of each bin's slice, in place."""
+    columns: dict[str, list[float]] = {"second": [], **{name: [] for name, _ in _QUANTILES}}
+    if len(bins):
+        low = int(bins.min())
+        bins = bins - low
+        count = int(bins.max()) + 1
+        # timsort: linear on rows that come nearly in time order, as a run's do
+        ordered = ms[np.argsort(bins, kind="stable")]
+        edges = np.concatenate([[0], np.cumsum(np.bincount(bins, minlength=count))])
+        for index in np.flatnonzero(edges[1:] > edges[:-1]).tolist():
+            part = ordered[edges[index]:edges[index + 1]]
+            ranks = [int(math.floor((len(part) - 1) * q + 0.5)) for _, q in _QUANTILES]
+            part.partition(sorted(set(ranks)))
+            columns["second"].append(float((low + index) * width))
+            for (name, _), rank in zip(_QUANTILES, ranks, strict=True):
+                columns[name].append(float(part[rank]))
+    return pl.DataFrame(columns, schema={name: pl.Float64 for name in columns})
+
+
+# results kept for the process, by the run's request files as they are on disk
+_MEMO: dict[tuple[object, ...], Any] = {}
+
+
+def _signature(run: Run, key: str | None = None) -> tuple[object, ...]:
+    """The run's request files (of one stage key) with their sizes and modification times:
+    a file rewritten since is a new key."""
+    out: list[object] = [key]
+    for path in _files(run, key):
+        try:
+            stat = path.stat()
+        except OSError:
+            return (*out, object())  # never equal: nothing is kept for a missing file
+        out += [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    return tuple(out)
+
+
+def kept_to_json() -> list[dict[str, Any]]:
+    """The chart inputs this process has made, for another process to use (``loadproof
+    report`` hands them to the notebook beside the comparison): each with the request files'
+    signature it was made from, so nothing is used for files that have changed since."""
+    out = []
+    for key, value in _MEMO.items():
+        if not all(isinstance(part, (str, int, type(None))) for part in key):
+            continue
+        frame, extra = (value[0], {"spans": value[1], "width": value[2]}) \
+            if key[0] == "over_time" else (value, {})
+        out.append({"key": list(key), "columns": frame.to_dict(as_series=False),
+                    "schema": {name: str(dtype) for name, dtype in frame.schema.items()},
+                    **extra})
+    return out
+
+
+_DTYPES = {"Float64": pl.Float64, "UInt32": pl.UInt32, "Int64": pl.Int64}
+
+
+def keep_from_json(items: list[dict[str, Any]]) -> None:
+    """Chart inputs made by another process (kept_to_json), used where their files' signature
+    still matches."""
+    for item in items:
+        frame = pl.DataFrame(item["columns"], schema={
+            name: _DTYPES[dtype] for name, dtype in item["schema"].items()})
+        key = tuple(item["key"])
+        _remember(key, (frame, [tuple(s) for s in item["spans"]], int(item["width"]))
+                  if key[0] == "over_time" else frame)
+
+
+def _remember(key: tuple[object, ...], value: object) -> None:
+    if len(_MEMO) >= 16:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = value

@@ -13,7 +13,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import polars as pl  # noqa: E402
-import seaborn as sns  # noqa: E402
+
+
+def _seaborn_without_scipy_stats() -> Any:
+    """seaborn, imported while scipy.stats is hidden: seaborn then keeps its own small KDE
+    instead of importing all of scipy.stats (about 0.8 s of each report process's start);
+    the charts use no KDE. scipy.stats stays importable for anything that asks later."""
+    import sys
+
+    if "seaborn" in sys.modules or "scipy.stats" in sys.modules:
+        import seaborn
+        return seaborn
+    sys.modules["scipy.stats"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import seaborn
+    finally:
+        del sys.modules["scipy.stats"]
+    return seaborn
+
+
+sns = _seaborn_without_scipy_stats()
 from matplotlib.figure import Figure  # noqa: E402
 
 from . import aggregate  # noqa: E402
@@ -372,8 +391,8 @@ def _over_time(run: Run, role: str) -> pd.DataFrame:
     stage's span (start, end, label) on the same clock is in the frame's ``attrs["spans"]``."""
     if not run.usable_stages():
         return _own_timeline(run, role)
-    # per-second bins made where the rows are read (runner/aggregate.py)
-    binned, stage_spans = aggregate.quantiles_per_second(run)
+    # per-second bins (wider on a long run) made where the rows are read (runner/aggregate.py)
+    binned, stage_spans, width = aggregate.quantiles_over_time(run)
     levels = {str(r.get("key")): r.get("level") for r in run.usable_stages()}
     unit = " users" if (run.plan.model if run.plan else None) == "vus" else " req/s"
     spans = [(low, high, f"{levels[name]}{unit}" if levels.get(name) is not None else name)
@@ -381,18 +400,20 @@ def _over_time(run: Run, role: str) -> pd.DataFrame:
     result = binned.to_pandas()
     result["arm"] = f"{role}: {run.label}"
     result.attrs["spans"] = spans
+    result.attrs["bin_s"] = width
     return result
 
 
 def _with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
-    """A NaN row after every jump of more than one second: the line breaks there."""
+    """A NaN row after every jump of more than one bin: the line breaks there."""
     import numpy as np
 
     if frame.empty:
         return frame
-    breaks = frame["second"].diff().fillna(1) > 1.5
+    width = float(frame.attrs.get("bin_s") or 1)
+    breaks = frame["second"].diff().fillna(width) > 1.5 * width
     gaps = frame.loc[breaks, ["second"]].copy()
-    gaps["second"] = gaps["second"] - 0.5
+    gaps["second"] = gaps["second"] - 0.5 * width
     for column in ("p50_ms", "p95_ms", "p99_ms"):
         if column in frame:
             gaps[column] = np.nan
@@ -445,15 +466,17 @@ def latency_over_time(comparison: Comparison) -> Chart:
         ax.grid(axis="x", visible=False)
     axes[-1, 0].set_xlabel("seconds since the first request" if WIDTH_IN < 5 else
                            "seconds since the run's first request (gaps: between stages)")
-    fig.suptitle("Latency per second: p50, p95, band to p99" if WIDTH_IN < 5 else
-                 "Latency over time, per second: p50, p95 and the band to p99",
+    width = max((int(f.attrs.get("bin_s") or 1) for _, _, f, _ in frames), default=1)
+    per = "per second" if width == 1 else f"per {width} s"
+    fig.suptitle(f"Latency {per}: p50, p95, band to p99" if WIDTH_IN < 5 else
+                 f"Latency over time, {per}: p50, p95 and the band to p99",
                  fontweight="bold", fontsize=13)
     legend_below(axes[-1, 0], ncol=3)
     axes[-1, 0].get_legend().set_bbox_to_anchor((0.5, -0.45)) if axes[-1, 0].get_legend() \
         else None
     fig.tight_layout()
-    alt = (f"Line charts, log scale, one per run: p50 and p95 latency of successful answers per "
-           f"second in ms with a band to p99, over each run's time, its stages shaded and "
+    alt = (f"Line charts, log scale, one per run: p50 and p95 latency of successful answers {per} "
+           f"in ms with a band to p99, over each run's time, its stages shaded and "
            f"labelled by load ({_stage_range(comparison)}), {_arm_list(comparison)}.")
     parts = []
     for role, run, frame, _ in frames:
@@ -465,8 +488,9 @@ def latency_over_time(comparison: Comparison) -> Chart:
         else:
             parts.append(f"{name} from {_ms(float(frame['p95_ms'].min()))} to "
                          f"{_ms(float(frame['p95_ms'].max()))} over "
-                         f"{int(frame['second'].max()) + 1} s")
-    alt += f" Per-second p95 latency of successful answers: {'; '.join(parts)}."
+                         f"{int(frame['second'].max()) + int(frame.attrs.get('bin_s') or 1)} s")
+    alt += (f" {'Per-second' if width == 1 else f'Per-{width}-second'} p95 latency of "
+            f"successful answers: {'; '.join(parts)}.")
     return Chart(fig, alt)
 
 

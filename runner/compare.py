@@ -205,6 +205,8 @@ class Comparison:
     warnings: list[str]
     claim_family: int = 0  # how many comparisons the claims were corrected across (Holm)
     resilience: dict[str, Any] | None = None  # faulted stages (runner/resilience.py)
+    # per-endpoint rows, made on first use (runner/endpoints.py); not part of to_dict
+    endpoints: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def stage(self, key: str) -> StageComparison:
         for stage in self.stages:

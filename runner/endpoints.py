@@ -8,14 +8,15 @@ not corrected across endpoints and are never a headline claim: a table to read, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from . import stats
+from .aggregate import success_expr
 from .compare import Comparison
-from .metrics import outcomes
 from .store import Run
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
@@ -56,48 +57,128 @@ def _nearest_ranks(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     return [float(placed[r]) for r in ranks]
 
 
-def _arm(frame: pl.DataFrame, min_successes: int) -> EndpointArm:
-    ok, _, _ = outcomes(frame)
-    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
-    ok_ms = durations[ok]
-    enough = len(ok_ms) >= max(min_successes, 1)
-    found = _nearest_ranks(ok_ms, tuple(q for _, q in PERCENTILES)) if enough else []
-    values = {label: found[i] if enough else None for i, (label, _) in enumerate(PERCENTILES)}
-    per_repeat = []
-    repeats = frame["repeat"].to_numpy()
-    for repeat in sorted(set(repeats.tolist())):
-        mask = ok & (repeats == repeat)
-        if mask.sum() >= max(min_successes, 1):
-            (value,) = _nearest_ranks(durations[mask], (0.95,))
-            if value:
-                per_repeat.append(value)
-    return EndpointArm(len(frame), int(ok.sum()), values["p50"], values["p95"], values["p99"],
-                       per_repeat)
+def _group_order(keys: np.ndarray, groups: int) -> np.ndarray:
+    """The rows' order by group number (stable): a linear-time radix sort when the numbers fit
+    in 16 bits, as they do for any realistic count of request names times repeats."""
+    if groups <= np.iinfo(np.uint16).max:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
 
 
-def _arms(run: Run, min_successes: int) -> dict[tuple[str, str], EndpointArm] | None:
-    """Each (stage, request name)'s figures of one run (its rows split once, and dropped
-    before the other run is read); None when the run has no request names or no rows."""
+def _stage_arms(scan: pl.LazyFrame, min_successes: int) -> tuple[int, dict[str, EndpointArm]]:
+    """(the rows read, each request name's figures) of one stage's rows (repeats pooled). The
+    successful latencies are put in (name, repeat) order once; each repeat's p95 and each
+    name's percentiles are then partial sorts of that copy's slices, in place."""
+    frame = scan.select(pl.col("name").cast(pl.Categorical), "repeat", "duration_ms",
+                        success_expr().fill_null(False).alias("ok")).collect()
+    read = frame.height
+    frame = frame.filter(pl.col("name").is_not_null())
+    if frame.is_empty():
+        return read, {}
+    names = frame["name"].unique(maintain_order=True)
+    # category codes and repeats as 0..k-1, through lookup tables
+    dense = _lookup(names.to_physical().to_numpy())
+    name_of = dict(enumerate(names.cast(pl.String).to_list()))
+    repeat_values = np.sort(frame["repeat"].unique().to_numpy())
+    per_name = len(repeat_values)
+    requests = np.bincount(dense[frame["name"].to_physical().to_numpy()],
+                           minlength=len(name_of))
+    ok = frame.filter("ok")
+    del frame
+    group = dense[ok["name"].to_physical().to_numpy()] * per_name
+    group += _lookup(repeat_values)[ok["repeat"].to_numpy()]
+    groups = len(name_of) * per_name
+    ordered = ok["duration_ms"].to_numpy()[_group_order(group, groups)]
+    del ok
+    edges = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=groups))])
+    del group
+    least = max(min_successes, 1)
+    arms = {}
+    for code, name in name_of.items():
+        per_repeat = []
+        for i in range(per_name):  # each repeat's slice first, while the name's is unsorted
+            low, high = edges[code * per_name + i], edges[code * per_name + i + 1]
+            if high - low >= least:
+                (value,) = _nearest_ranks_in_place(ordered[low:high], (0.95,))
+                if value:
+                    per_repeat.append(value)
+        low, high = edges[code * per_name], edges[(code + 1) * per_name]
+        p50, p95, p99 = _nearest_ranks_in_place(ordered[low:high], tuple(
+            q for _, q in PERCENTILES)) if high - low >= least else (None, None, None)
+        arms[name] = EndpointArm(int(requests[code]), int(high - low), p50, p95, p99, per_repeat)
+    return read, arms
+
+
+def _lookup(values: np.ndarray) -> np.ndarray:
+    """A table that maps each of ``values`` (distinct non-negative integers) to its index."""
+    values = values.astype(np.int64)
+    table = np.zeros(int(values.max()) + 1 if len(values) else 1, dtype=np.int64)
+    table[values] = np.arange(len(values))
+    return table
+
+
+def _nearest_ranks_in_place(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """As _nearest_ranks, reordering ``values`` (a slice of an array this module owns)
+    instead of partitioning a copy."""
+    n = len(values)
+    ranks = [min(max(math.ceil(n * q), 1) - 1, n - 1) for q in qs]
+    values.partition(sorted(set(ranks)))
+    return [float(values[r]) for r in ranks]
+
+
+def _arms(run: Run, keys: list[str], min_successes: int) \
+        -> dict[tuple[str, str], EndpointArm] | None:
+    """Each (stage, request name)'s figures of one run, one stage's rows read at a time (the
+    stage filter pushed into the scan, names read as categories); None when the run has no
+    request names."""
     files = list(dict.fromkeys(run.requests_files()))
     if not files or any("name" not in pl.read_parquet_schema(f) for f in files):
         return None
-    frame = (pl.scan_parquet(files)
-             .select("duration_ms", "status", "expected", "stage", "repeat", "name").collect())
-    if frame.is_empty():
-        return None
-    parts = frame.filter(pl.col("name").is_not_null()).partition_by("stage", "name",
-                                                                    as_dict=True)
-    del frame
-    return {(str(stage), str(name)): _arm(part, min_successes)
-            for (stage, name), part in parts.items()}
+    found: dict[tuple[str, str], EndpointArm] = {}
+    rows = 0
+    for key in keys:
+        stage_files = list(dict.fromkeys(run.path / r["requests_file"]
+                                         for r in run.usable_stages()
+                                         if r["key"] == key and r.get("requests_file")))
+        if not stage_files:
+            continue
+        read, arms = _stage_arms(pl.scan_parquet(stage_files).filter(pl.col("stage") == key),
+                                 min_successes)
+        rows += read
+        found.update({(key, name): arm for name, arm in arms.items()})
+    return found if rows else None
 
 
 def endpoint_rows(comparison: Comparison) -> list[EndpointRow]:
     """One row per compared stage and request name, in stage order then by name; empty when
-    the runs carry no request names (imported from a format without them)."""
+    the runs carry no request names (imported from a format without them). Made once per
+    comparison and kept on it (``loadproof report`` hands them to the notebook in
+    comparison.json)."""
+    if comparison.endpoints is None:
+        comparison.endpoints = _rows(comparison)
+    return list(comparison.endpoints)
+
+
+def rows_to_json(rows: list[EndpointRow]) -> list[dict[str, object]]:
+    return [asdict(row) for row in rows]
+
+
+def rows_from_json(items: list[dict[str, Any]]) -> list[EndpointRow]:
+    """The inverse of rows_to_json."""
+    def arm(data: dict[str, Any] | None) -> EndpointArm | None:
+        return EndpointArm(**data) if data is not None else None
+
+    return [EndpointRow(**{**item, "baseline": arm(item["baseline"]),
+                           "candidate": arm(item["candidate"]),
+                           "p95_ci95": tuple(item["p95_ci95"]) if item["p95_ci95"] else None})
+            for item in items]
+
+
+def _rows(comparison: Comparison) -> list[EndpointRow]:
     least = comparison.capacity.slo.min_successes
     # each arm's figures per stage and name, aggregated where the rows are read
-    groups = [_arms(comparison.baseline, least), _arms(comparison.candidate, least)]
+    keys = [stage.key for stage in comparison.stages]
+    groups = [_arms(comparison.baseline, keys, least), _arms(comparison.candidate, keys, least)]
     if groups[0] is None or groups[1] is None:
         return []
     rows = []

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import aggregate
 from .compare import ArmCapacity, Capacity, Comparison, Distribution, MetricComparison, Slo, StageComparison
+from .endpoints import rows_from_json
 from .errors import RunStoreError
 from .metrics import Latency, StageMetrics
 from .store import Run, load_run
@@ -78,7 +80,12 @@ def read_comparison(path: str | Path) -> Comparison:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return comparison_from_dict(data)
+        comparison = comparison_from_dict(data)
+        if data.get("endpoints") is not None:  # as loadproof report wrote them beside it
+            comparison.endpoints = rows_from_json(data["endpoints"])
+        # the charts' inputs, used while the runs' request files are unchanged
+        aggregate.keep_from_json(data.get("chart_inputs") or [])
+        return comparison
     except RunStoreError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:

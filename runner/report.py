@@ -9,12 +9,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .achievements import AchievementOptions, build_achievement, update_feed, write_achievement
-from .compare import Slo, compare_runs
+from .compare import Comparison, Slo, compare_runs
+from .endpoints import endpoint_rows, rows_to_json
 from .errors import ReportError, RunStoreError, UsageError
 from .handoff import release_samples
 from .progress import Progress
@@ -209,13 +211,14 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     slo = slo or Slo()
     options = options or AchievementOptions()
     base, cand = load_pair(baseline, candidate, runs_dir)
+    progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
     comparison = compare_runs(base, cand, slo=slo)
+    release_samples(comparison)  # the figures stay; the memory of one value per request goes
     title = title or options.title or experiment_title(base, cand) or \
         f"{cand.label} vs {base.label}"
     options.title = options.title or title
     out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
     out.mkdir(parents=True, exist_ok=True)
-    progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
     if probe is not None:
         from .capacity import search_capacity
 
@@ -225,16 +228,15 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     achievement = build_achievement(comparison, options)
     write_achievement(achievement, out / "achievement.json")
     update_feed(achievement, reports_dir / "feed.json")
-    if "md" in wanted:
-        from .reportview import report_markdown
-
-        probe_comparison = compare_runs(*probe, slo=slo) if probe else None
-        (out / "report.md").write_text(report_markdown(comparison, achievement, title,
-                                                       probe_comparison), encoding="utf-8")
+    # what every format shows, made once from the requests: the notebook reads it back from
+    # comparison.json instead of reading every request again
+    progress.line("report: per-endpoint figures and chart inputs")
+    handed = {**comparison.to_dict(), "endpoints": rows_to_json(endpoint_rows(comparison)),
+              "chart_inputs": chart_inputs(comparison)}
     comparison_path = out / "comparison.json"
-    comparison_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=_json_default),
+    comparison_path.write_text(json.dumps(handed, indent=2, default=_json_default),
                                encoding="utf-8")
-    release_samples(comparison)  # the notebook reads the figures from comparison.json
+    notebook: _Background | None = None
     if "html" in wanted or "pdf" in wanted:
         progress.line("report: executing notebooks/report.ipynb")
         parameters: dict[str, Any] = {
@@ -247,16 +249,65 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             "completion_date": options.completion_date, "runs_dir": str(runs_dir.resolve()),
             "comparison_file": str(comparison_path.resolve()),
         }
-        executed = execute_notebook("report", out / "report.ipynb", parameters)
-        html_path = export_html(executed, out / "report.html")
-        if "pdf" in wanted:
-            progress.line("report: writing PDF")
-            export_pdf(html_path, out / "report.pdf")
-        if "html" not in wanted:
-            html_path.unlink()
+        # the notebook runs in its own kernel while this process writes the Markdown
+        notebook = _Background(lambda: _html_and_pdf(out, parameters, wanted, progress))
+    try:
+        if "md" in wanted:
+            from .reportview import report_markdown
+
+            probe_comparison = compare_runs(*probe, slo=slo) if probe else None
+            (out / "report.md").write_text(report_markdown(comparison, achievement, title,
+                                                           probe_comparison), encoding="utf-8")
+    finally:
+        if notebook is not None:
+            notebook.join()
     progress.line(f"report: portfolio page {build_site(reports_dir)}")
     progress.line(f"report: {out}")
     return out
+
+
+def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
+    """The charts' aggregated inputs of both runs (latency over time, the headline stage's
+    latency histogram), made here once, for the notebook's kernel."""
+    from . import aggregate
+
+    for run in (comparison.baseline, comparison.candidate):
+        if run.usable_stages():
+            aggregate.quantiles_over_time(run)
+        if comparison.headline_stage is not None:
+            aggregate.latency_histogram(run, comparison.headline_stage)
+    return aggregate.kept_to_json()
+
+
+def _html_and_pdf(out: Path, parameters: dict[str, Any], wanted: list[str],
+                  progress: Progress) -> None:
+    executed = execute_notebook("report", out / "report.ipynb", parameters)
+    html_path = export_html(executed, out / "report.html")
+    if "pdf" in wanted:
+        progress.line("report: writing PDF")
+        export_pdf(html_path, out / "report.pdf")
+    if "html" not in wanted:
+        html_path.unlink()
+
+
+class _Background:
+    """A function run in a thread; ``join`` waits for it and raises what it raised."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to join(), in the caller's thread
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _json_default(obj: Any) -> Any:
