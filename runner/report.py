@@ -8,7 +8,9 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,19 +51,26 @@ def load_pair(baseline: str | Path, candidate: str | Path, runs_dir: Path) -> tu
     return runs[0], runs[1]
 
 
-def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any]) -> Path:
-    """Run a notebook with papermill; on failure keep the executed copy and name the cell."""
+def execute_notebook(name: str, out_path: Path, parameters: dict[str, Any],
+                     kernel: WarmKernel | None = None) -> Path:
+    """Run a notebook with papermill (on ``kernel`` when given, else on a kernel of its own);
+    on failure keep the executed copy and name the cell."""
     import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     source = notebook_path(name)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _kernel_stderr_to(out_path.with_suffix(".kernel.log")):
+        if kernel is not None:
             papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
                                        kernel_name="python3", progress_bar=False,
-                                       cwd=str(PROJECT_ROOT), log_output=False,
-                                       config=kernel_manager_config())
+                                       log_output=False, km=kernel.manager)
+        else:
+            with _kernel_stderr_to(out_path.with_suffix(".kernel.log")):
+                papermill.execute_notebook(str(source), str(out_path), parameters=parameters,
+                                           kernel_name="python3", progress_bar=False,
+                                           cwd=str(PROJECT_ROOT), log_output=False,
+                                           config=kernel_manager_config())
     except papermill.PapermillExecutionError as exc:
         raise ReportError(f"notebook {source.name} failed in cell {exc.exec_count} "
                           f"({exc.ename}: {exc.evalue}); the executed copy with the error is "
@@ -83,6 +92,49 @@ def kernel_manager_config() -> Any:
 
     policy = "auto" if zmq.has("curve") else "disabled"  # pyzmq's wheels carry libsodium
     return Config({"KernelManager": {"transport_encryption": policy}})
+
+
+class WarmKernel:
+    """A python3 kernel started before its notebook is ready to run, as papermill would start
+    it (in the project root, with kernel_manager_config), that imports the notebook module at
+    once: its start and imports (some 4 s) overlap the comparison. Its stderr goes to a log
+    that ``close`` keeps beside the executed notebook only when it holds something. Always
+    closed (the kernel shut down), whatever happens in between."""
+
+    WARM_UP = "from loadproof import notebook as _loadproof_notebook"
+
+    def __init__(self) -> None:
+        from jupyter_client.manager import KernelManager
+
+        # closed in close(), which every path reaches
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="loadproof-kernel-", suffix=".log", delete=False)
+        self.manager = KernelManager(kernel_name="python3", config=kernel_manager_config())
+        try:
+            self.manager.start_kernel(cwd=str(PROJECT_ROOT), stderr=self._log)
+            self._client = self.manager.client()
+            self._client.start_channels()
+            # silent: no execution count used, so the notebook's cells number from 1
+            self._client.execute(self.WARM_UP, silent=True, store_history=False)
+        except Exception as exc:  # kernel missing or cannot start
+            self.close(None)
+            raise ReportError(f"could not start a python3 kernel: {exc.__class__.__name__}: "
+                              f"{exc} (run 'make install' to register it)") from exc
+
+    def close(self, log_to: Path | None) -> None:
+        """Shut the kernel down; keep its log at ``log_to`` when it holds something."""
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.stop_channels()
+        with contextlib.suppress(Exception):  # it may have died already
+            if self.manager.has_kernel:
+                self.manager.shutdown_kernel(now=True)
+        self._log.close()
+        log = Path(self._log.name)
+        if log_to is not None and log.read_text(errors="replace").strip():
+            shutil.move(log, log_to)
+        else:
+            log.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -211,13 +263,30 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     slo = slo or Slo()
     options = options or AchievementOptions()
     base, cand = load_pair(baseline, candidate, runs_dir)
+    # the notebook's kernel starts now, to be ready when the comparison is
+    kernel = WarmKernel() if "html" in wanted or "pdf" in wanted else None
+    out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
+    try:
+        _make_report(base, cand, out, slo, options, runs_dir, reports_dir, wanted, title, probe,
+                     progress, kernel)
+    finally:
+        if kernel is not None:
+            kernel.close(out / "report.kernel.log" if out.is_dir() else None)
+    progress.line(f"report: portfolio page {build_site(reports_dir)}")
+    progress.line(f"report: {out}")
+    return out
+
+
+def _make_report(base: Run, cand: Run, out: Path, slo: Slo, options: AchievementOptions,
+                 runs_dir: Path, reports_dir: Path, wanted: list[str], title: str | None,
+                 probe: tuple[Run, Run] | None, progress: Progress,
+                 kernel: WarmKernel | None) -> None:
     progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
     comparison = compare_runs(base, cand, slo=slo)
     release_samples(comparison)  # the figures stay; the memory of one value per request goes
     title = title or options.title or experiment_title(base, cand) or \
         f"{cand.label} vs {base.label}"
     options.title = options.title or title
-    out = Path(out_dir) if out_dir else default_out_dir(reports_dir, base, cand)
     out.mkdir(parents=True, exist_ok=True)
     if probe is not None:
         from .capacity import search_capacity
@@ -250,7 +319,8 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
             "comparison_file": str(comparison_path.resolve()),
         }
         # the notebook runs in its own kernel while this process writes the Markdown
-        notebook = _Background(lambda: _html_and_pdf(out, parameters, wanted, progress))
+        notebook = _Background(lambda: _html_and_pdf(out, parameters, wanted, progress,
+                                                      kernel))
     try:
         if "md" in wanted:
             from .reportview import report_markdown
@@ -261,9 +331,6 @@ def make_report(baseline: str | Path, candidate: str | Path, *, out_dir: str | P
     finally:
         if notebook is not None:
             notebook.join()
-    progress.line(f"report: portfolio page {build_site(reports_dir)}")
-    progress.line(f"report: {out}")
-    return out
 
 
 def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
@@ -280,8 +347,8 @@ def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
 
 
 def _html_and_pdf(out: Path, parameters: dict[str, Any], wanted: list[str],
-                  progress: Progress) -> None:
-    executed = execute_notebook("report", out / "report.ipynb", parameters)
+                  progress: Progress, kernel: WarmKernel | None) -> None:
+    executed = execute_notebook("report", out / "report.ipynb", parameters, kernel)
     html_path = export_html(executed, out / "report.html")
     if "pdf" in wanted:
         progress.line("report: writing PDF")

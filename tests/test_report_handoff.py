@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 import pytest
 from loadproof import aggregate
 from loadproof.compare import Comparison
@@ -142,3 +144,20 @@ def read_comparison_without_rows(path: Path) -> Comparison:
     comparison = read_comparison(path)
     comparison.endpoints = None
     return comparison
+
+
+def _kernels() -> list[str]:
+    return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)
+            if "ipykernel" in " ".join(p.cmdline())]
+
+
+def test_a_report_that_fails_after_its_kernel_started_leaves_no_kernel(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError):
+        make_report(SAMPLE / "baseline", SAMPLE / "optimized", out_dir=blocker / "report",
+                    reports_dir=tmp_path / "reports", formats="html")
+    assert _kernels() == []
+    assert not list(Path(tempfile.gettempdir()).glob("loadproof-kernel-*.log")) or all(
+        p.stat().st_mtime < blocker.stat().st_mtime
+        for p in Path(tempfile.gettempdir()).glob("loadproof-kernel-*.log"))
