@@ -7,6 +7,7 @@ the report's tables do not come from here; they stay exact (runner/metrics.py)."
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,7 @@ def _binned_quantiles(bins: np.ndarray, ms: np.ndarray, width: int) -> pl.DataFr
 
 # results kept for the process, by the run's request files as they are on disk
 _MEMO: dict[tuple[object, ...], Any] = {}
+_MEMO_LOCK = threading.Lock()
 
 
 def _signature(run: Run, key: str | None = None) -> tuple[object, ...]:
@@ -212,6 +214,7 @@ def keep_from_json(items: list[dict[str, Any]]) -> None:
 
 
 def _remember(key: tuple[object, ...], value: object) -> None:
-    if len(_MEMO) >= 16:
-        _MEMO.pop(next(iter(_MEMO)))
-    _MEMO[key] = value
+    with _MEMO_LOCK:  # runs are aggregated side by side in threads
+        if len(_MEMO) >= 16:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = value

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -338,11 +339,15 @@ def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
     latency histogram), made here once, for the notebook's kernel."""
     from . import aggregate
 
-    for run in (comparison.baseline, comparison.candidate):
+    def make(run: Run) -> None:
         if run.usable_stages():
             aggregate.quantiles_over_time(run)
         if comparison.headline_stage is not None:
             aggregate.latency_histogram(run, comparison.headline_stage)
+
+    # the two runs side by side: the heavy parts (parquet scans, sorts) release the GIL
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(make, (comparison.baseline, comparison.candidate)))
     return aggregate.kept_to_json()
 
 
