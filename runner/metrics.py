@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from .errors import RunStoreError
 from .ingest import summary_values
-from .stats import Blocks, FloatArray, percentile
+from .stats import BlockIds, Blocks, FloatArray, bucket_of, count_ids, nearest_ranks, percentile
 from .store import Run, read_json
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -45,17 +46,17 @@ class Latency:
     count: int
 
     @classmethod
-    def of_values(cls, values_ms: FloatArray) -> Latency:
-        """The same figures as :meth:`of` from values in any order: only the nearest ranks are
-        put in place (a partial sort), no sorted copy is made."""
+    def of_values(cls, values_ms: FloatArray,
+                  buckets: NDArray[np.int32] | None = None) -> Latency:
+        """The same figures as :meth:`of` from values in any order, without a sorted or
+        partially sorted copy of them (``stats.nearest_ranks``; ``buckets`` are
+        ``stats.bucket_of(values_ms)`` when already made)."""
         n = len(values_ms)
         if n == 0:
             return cls.of(values_ms)
-        ranks = {q: min(max(math.ceil(n * q), 1) - 1, n - 1) for q in (0.50, 0.90, 0.95, 0.99)}
-        placed = np.partition(values_ms, sorted({*ranks.values(), n - 1}))
-        return cls(p50_ms=float(placed[ranks[0.50]]), p90_ms=float(placed[ranks[0.90]]),
-                   p95_ms=float(placed[ranks[0.95]]), p99_ms=float(placed[ranks[0.99]]),
-                   max_ms=float(placed[n - 1]), count=n)
+        ranks = [min(max(math.ceil(n * q), 1) - 1, n - 1) for q in (0.50, 0.90, 0.95, 0.99)]
+        p50, p90, p95, p99, top = nearest_ranks(values_ms, [*ranks, n - 1], buckets)
+        return cls(p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99, max_ms=top, count=n)
 
     @classmethod
     def of(cls, sorted_ms: FloatArray) -> Latency:
@@ -232,8 +233,12 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     requests = len(frame)
     successes = int(ok_mask.sum())
     ok_ms = durations[ok_mask]
-    latency_ok = Latency.of_values(ok_ms)
-    latency_all = Latency.of_values(durations)
+    # each latency's histogram bucket, made once: for the exact percentiles and the bootstrap
+    buckets = bucket_of(durations)
+    ok_buckets = buckets[ok_mask]
+    latency_all = Latency.of_values(durations, buckets)
+    del buckets
+    latency_ok = Latency.of_values(ok_ms, ok_buckets)
     parts = [stage_duration(r, run) for r in records]
     sources = list(dict.fromkeys(source for _, source in parts))
     if records and all(d is not None for d, _ in parts):
@@ -254,7 +259,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
-        blocks=_blocks(frame, ok_mask, ok_ms, latency_ok, duration_s) if blocks else None,
+        blocks=_blocks(frame, ok_mask, ok_ms, ok_buckets, latency_ok, duration_s)
+        if blocks else None,
         mean_ok_ms=float(ok_ms.mean()) if len(ok_ms) else None,
         records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
@@ -272,21 +278,29 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
-def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: Latency,
-            duration_s: float) -> Blocks:
+def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray,
+            ok_buckets: NDArray[np.int32], latency_ok: Latency, duration_s: float) -> Blocks:
     """1-second blocks from the first request's second (the within-run bootstrap's unit).
-    ``ok_ms`` are the successful latencies in the frame's order, ``latency_ok`` their figures."""
+    ``ok_ms`` are the successful latencies in the frame's order, ``ok_buckets`` their
+    histogram buckets, ``latency_ok`` their figures."""
     if len(frame) == 0:
         empty = np.empty(0, dtype=np.int64)
         return Blocks(empty, empty, np.empty(0), empty, duration_s)
     micros = frame["timestamp"].dt.epoch("us").to_numpy()
-    repeats = frame["repeat"].to_numpy() if "repeat" in frame.columns \
-        else np.zeros(len(frame), dtype=np.int64)
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
-    if repeats.min() == repeats.max():  # one repeat: no sort of every row to find that out
-        block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
+    block: BlockIds
+    if "repeat" not in frame.columns or frame["repeat"].min() == frame["repeat"].max():
+        # one repeat: no sort of every row to find that out
+        if micros.dtype == np.int64 and micros.flags.writeable:  # a copy of our own
+            micros -= micros.min()
+            micros //= 1_000_000
+            block = micros.astype(np.int32)
+        else:
+            block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
+        del micros
     else:
+        repeats = frame["repeat"].to_numpy()
         distinct = np.unique(repeats)
         second = np.zeros(len(frame), dtype=np.int64)
         for value in distinct:
@@ -296,12 +310,14 @@ def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: La
         _, inverse = np.unique(key, return_inverse=True)
         block = np.asarray(inverse, dtype=np.int64).ravel()
     count = int(block.max()) + 1
-    requests = np.bincount(block, minlength=count).astype(np.int64)
+    requests = count_ids(block, count)
     ok_block = block[ok_mask]
-    successes = np.bincount(ok_block, minlength=count).astype(np.int64)
+    del block
+    successes = count_ids(ok_block, count)
     known = {0.5: latency_ok.p50_ms, 0.95: latency_ok.p95_ms, 0.99: latency_ok.p99_ms}
     return Blocks(requests, successes, ok_ms, ok_block, duration_s,
-                  quantiles={q: v for q, v in known.items() if v is not None})
+                  quantiles={q: v for q, v in known.items() if v is not None},
+                  ok_bucket=ok_buckets)
 
 
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:

@@ -23,6 +23,10 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+BlockIds = NDArray[np.int32] | NDArray[np.int64]  # 1-second block numbers, from 0
+# values per chunk of the passes over every request that would otherwise make temporaries of
+# 8 bytes or more per request
+_CHUNK = 1 << 20
 
 MIN_REPEATS_FOR_VERDICT = 3
 ALPHA = 0.05
@@ -176,10 +180,12 @@ class Blocks:
     requests: IntArray
     successes: IntArray
     ok_ms: FloatArray  # successful latencies, any order
-    ok_block: IntArray  # the block of each successful latency
+    ok_block: BlockIds  # the block of each successful latency
     duration_s: float
     # nearest-rank quantiles of ok_ms already known (the stage's figures), by q
     quantiles: dict[float, float] = field(default_factory=dict, compare=False)
+    # the histogram bucket of each successful latency (bucket_of(ok_ms)) when already known
+    ok_bucket: NDArray[np.int32] | None = field(default=None, compare=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -199,12 +205,21 @@ _UPPER_EDGES = _EDGES[1:]  # each bucket's upper edge, by bucket
 _HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray, dict[float, float]]] = {}
 
 
-def _bucket_of(ms: FloatArray) -> NDArray[np.int32]:
+def bucket_of(ms: FloatArray) -> NDArray[np.int32]:
     """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` clipped to the
     buckets finds it, in linear time: a single-precision log puts a value in its bucket or
     next to it, and the few a bucket's edges disagree with (NaN and infinities among them)
-    are looked up exactly. Few passes, small temporaries: at 10 M requests the first touch
-    of every new array's memory is a good part of the cost."""
+    are looked up exactly. Few passes, small temporaries (chunk by chunk): at 10 M requests
+    the first touch of every new array's memory is a good part of the cost."""
+    if len(ms) <= _CHUNK:
+        return _bucket_chunk(ms)
+    bucket = np.empty(len(ms), dtype=np.int32)
+    for start in range(0, len(ms), _CHUNK):
+        bucket[start:start + _CHUNK] = _bucket_chunk(ms[start:start + _CHUNK])
+    return bucket
+
+
+def _bucket_chunk(ms: FloatArray) -> NDArray[np.int32]:
     last = len(_EDGES) - 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         guess = np.log(ms.astype(np.float32))
@@ -226,6 +241,78 @@ def _bucket_of(ms: FloatArray) -> NDArray[np.int32]:
     return bucket
 
 
+_bucket_of = bucket_of
+_BUCKETS = len(_EDGES) - 1
+
+
+def count_ids(ids: BlockIds, length: int) -> IntArray:
+    """``np.bincount(ids, minlength=length)`` of non-negative ids below ``length``, in chunks:
+    np.bincount first converts its input to 64-bit integers, a temporary of 8 bytes each."""
+    counts = np.zeros(length, dtype=np.int64)
+    for start in range(0, len(ids), _CHUNK):
+        counts += np.bincount(ids[start:start + _CHUNK], minlength=length)
+    return counts
+
+
+def bucket_counts(buckets: NDArray[np.int32]) -> IntArray:
+    """How many values each bucket holds."""
+    return count_ids(buckets, _BUCKETS)
+
+
+def nearest_ranks(values: FloatArray, ranks: Sequence[int],
+                  buckets: NDArray[np.int32] | None = None,
+                  counts: IntArray | None = None) -> list[float]:
+    """The values at 0-based ``ranks`` of ``values`` in ascending order (NaN last, as np.sort
+    and np.partition put it), exactly, without a partial sort of a copy of every value: the
+    buckets are monotone in the value (``bucket_of``; NaN in the last), so the bucket counts
+    tell which bucket holds each rank, and only that bucket's values are partially sorted.
+    ``buckets`` (``bucket_of(values)``) and ``counts`` (``bucket_counts(buckets)``) are made
+    when not given."""
+    if buckets is None:
+        buckets = bucket_of(values)
+    if counts is None:
+        counts = bucket_counts(buckets)
+    wanted = np.asarray(ranks, dtype=np.int64)
+    if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(values)):
+        raise IndexError(f"ranks {list(ranks)} outside 0..{len(values) - 1}")
+    ends = np.cumsum(counts)
+    holder = np.searchsorted(ends, wanted, side="right")  # the first bucket ending past it
+    offset = wanted - (ends[holder] - counts[holder])  # the rank among its bucket's values
+    chosen = np.zeros(_BUCKETS, dtype=bool)
+    chosen[holder] = True
+    rows = chosen[buckets]
+    if rows.all():  # every value is in the buckets wanted: no smaller copy to make
+        part_values, part_buckets = values, buckets
+    else:
+        part_values, part_buckets = values[rows], buckets[rows]
+    del rows
+    found = [0.0] * len(wanted)
+    holders = np.unique(holder)
+    for bucket in holders:
+        which = np.flatnonzero(holder == bucket)
+        inside = part_values if len(holders) == 1 else part_values[part_buckets == bucket]
+        placed = np.partition(inside, np.unique(offset[which]))
+        for i in which:
+            found[i] = float(placed[offset[i]])
+    return found
+
+
+def _column_counts(b: Blocks, buckets: NDArray[np.int32], column: IntArray,
+                   width: int) -> IntArray:
+    """Each (block, used bucket) pair's count of latencies, flat (block-major), in chunks of
+    latencies: in time order a chunk touches few blocks, so only that range is counted."""
+    flat = np.zeros(b.count * width, dtype=np.int64)
+    for start in range(0, len(buckets), _CHUNK):
+        key = b.ok_block[start:start + _CHUNK].astype(np.int64)
+        key *= width
+        key += column[buckets[start:start + _CHUNK]]
+        low = int(key.min())
+        key -= low
+        counted = np.bincount(key)
+        flat[low:low + len(counted)] += counted
+    return flat
+
+
 def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
     """(the buckets this arm uses, its blocks x those buckets running counts -- each block's
     count of latencies up to and including the bucket --, its exact quantiles by q), built
@@ -233,14 +320,12 @@ def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
     cached = _HISTOGRAMS.get(id(b))
     if cached is not None and cached[0] is b:
         return cached[1], cached[2], cached[3]
-    buckets = _bucket_of(b.ok_ms)
-    present = np.bincount(buckets, minlength=len(_EDGES) - 1) > 0
+    buckets = b.ok_bucket if b.ok_bucket is not None else bucket_of(b.ok_ms)
+    present = bucket_counts(buckets) > 0
     used = np.flatnonzero(present).astype(np.int64)
-    key = b.ok_block * len(used)
-    key += (np.cumsum(present) - 1)[buckets]  # the bucket's column among those used
+    # the bucket's column among those used
+    flat = _column_counts(b, buckets, np.cumsum(present) - 1, len(used))
     del buckets
-    flat = np.bincount(key, minlength=b.count * len(used))
-    del key
     running = np.cumsum(flat.reshape(b.count, len(used)), axis=1).astype(np.float64)
     if len(_HISTOGRAMS) > 64:
         _HISTOGRAMS.clear()
@@ -256,7 +341,7 @@ def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
 
 def _exact_quantile(b: Blocks, q: float) -> float:
     """The nearest-rank quantile of the arm's successful latencies; the three the comparison
-    asks for are put in place by one partial sort and kept."""
+    asks for are found together (``nearest_ranks``) and kept."""
     _, _, exact = _cached(b)
     if q in b.quantiles:
         return b.quantiles[q]
@@ -264,8 +349,8 @@ def _exact_quantile(b: Blocks, q: float) -> float:
         n = len(b.ok_ms)
         wanted = sorted({q, *_BLOCK_QUANTILES})
         ranks = [max(math.ceil(n * w), 1) - 1 for w in wanted]
-        placed = np.partition(b.ok_ms, ranks)
-        exact.update({w: float(placed[r]) for w, r in zip(wanted, ranks, strict=True)})
+        found = nearest_ranks(b.ok_ms, ranks, b.ok_bucket)
+        exact.update(dict(zip(wanted, found, strict=True)))
     return exact[q]
 
 
