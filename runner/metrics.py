@@ -226,19 +226,20 @@ def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | Non
 
 
 def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
-           run: Run, *, blocks: bool = True) -> StageMetrics:
-    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
-    ok_mask, limited_mask, success_source = outcomes(frame)
-    limited = int(limited_mask.sum())
+           run: Run, *, blocks: bool = True, consume: bool = False) -> StageMetrics:
+    """A stage's figures from its rows. With ``consume`` the frame's columns are taken out of
+    it as they are turned into arrays, so that no column is held twice."""
+
+    def column(name: str) -> pl.Series:
+        return frame.drop_in_place(name) if consume else frame[name]
+
     requests = len(frame)
+    ok_mask, limited_mask, success_source = outcomes(frame)
+    if consume:
+        frame.drop_in_place("status")
+        frame.drop_in_place("expected")
+    limited = int(limited_mask.sum())
     successes = int(ok_mask.sum())
-    ok_ms = durations[ok_mask]
-    # each latency's histogram bucket, made once: for the exact percentiles and the bootstrap
-    buckets = bucket_of(durations)
-    ok_buckets = buckets[ok_mask]
-    latency_all = Latency.of_values(durations, buckets)
-    del buckets
-    latency_ok = Latency.of_values(ok_ms, ok_buckets)
     parts = [stage_duration(r, run) for r in records]
     sources = list(dict.fromkeys(source for _, source in parts))
     if records and all(d is not None for d, _ in parts):
@@ -251,6 +252,17 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         duration_source = "timestamps (first to last response)"
     else:
         duration_s, duration_source = 0.0, "none"
+    block = _block_numbers(column("timestamp"), column("repeat")
+                           if "repeat" in frame.columns else None) \
+        if blocks and requests else None
+    durations = column("duration_ms").to_numpy().astype(np.float64, copy=False)
+    ok_ms = durations[ok_mask]
+    # each latency's histogram bucket, made once: for the exact percentiles and the bootstrap
+    buckets = bucket_of(durations)
+    ok_buckets = buckets[ok_mask]
+    latency_all = Latency.of_values(durations, buckets)
+    del buckets, durations
+    latency_ok = Latency.of_values(ok_ms, ok_buckets)
     dropped_values = [r.get("dropped_iterations") for r in records]
     dropped = (int(sum(d for d in dropped_values if d is not None))
                if any(d is not None for d in dropped_values) else None)
@@ -259,7 +271,7 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
-        blocks=_blocks(frame, ok_mask, ok_ms, ok_buckets, latency_ok, duration_s)
+        blocks=_blocks(block, ok_mask, ok_ms, ok_buckets, latency_ok, duration_s)
         if blocks else None,
         mean_ok_ms=float(ok_ms.mean()) if len(ok_ms) else None,
         records=list(records),
@@ -278,37 +290,41 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
-def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray,
-            ok_buckets: NDArray[np.int32], latency_ok: Latency, duration_s: float) -> Blocks:
-    """1-second blocks from the first request's second (the within-run bootstrap's unit).
-    ``ok_ms`` are the successful latencies in the frame's order, ``ok_buckets`` their
-    histogram buckets, ``latency_ok`` their figures."""
-    if len(frame) == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return Blocks(empty, empty, np.empty(0), empty, duration_s)
-    micros = frame["timestamp"].dt.epoch("us").to_numpy()
+def _block_numbers(timestamps: pl.Series, repeats: pl.Series | None) -> BlockIds:
+    """Each request's 1-second block, from the first request's second (the within-run
+    bootstrap's unit)."""
+    micros = timestamps.dt.epoch("us").to_numpy()
+    del timestamps
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
     block: BlockIds
-    if "repeat" not in frame.columns or frame["repeat"].min() == frame["repeat"].max():
+    if repeats is None or repeats.min() == repeats.max():
         # one repeat: no sort of every row to find that out
         if micros.dtype == np.int64 and micros.flags.writeable:  # a copy of our own
             micros -= micros.min()
             micros //= 1_000_000
-            block = micros.astype(np.int32)
-        else:
-            block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
-        del micros
-    else:
-        repeats = frame["repeat"].to_numpy()
-        distinct = np.unique(repeats)
-        second = np.zeros(len(frame), dtype=np.int64)
-        for value in distinct:
-            rows = repeats == value
-            second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
-        key = repeats.astype(np.int64) * (int(second.max()) + 1) + second
-        _, inverse = np.unique(key, return_inverse=True)
-        block = np.asarray(inverse, dtype=np.int64).ravel()
+            return micros.astype(np.int32)
+        return ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
+    values = repeats.to_numpy()
+    distinct = np.unique(values)
+    second = np.zeros(len(values), dtype=np.int64)
+    for value in distinct:
+        rows = values == value
+        second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
+    key = values.astype(np.int64) * (int(second.max()) + 1) + second
+    _, inverse = np.unique(key, return_inverse=True)
+    block = np.asarray(inverse, dtype=np.int64).ravel()
+    return block
+
+
+def _blocks(block: BlockIds | None, ok_mask: Any, ok_ms: FloatArray,
+            ok_buckets: NDArray[np.int32], latency_ok: Latency, duration_s: float) -> Blocks:
+    """The within-run bootstrap's blocks of a stage: ``block`` is each request's block
+    (None: no requests), ``ok_ms`` the successful latencies in the frame's order,
+    ``ok_buckets`` their histogram buckets, ``latency_ok`` their figures."""
+    if block is None:
+        empty = np.empty(0, dtype=np.int64)
+        return Blocks(empty, empty, np.empty(0), empty, duration_s)
     count = int(block.max()) + 1
     requests = count_ids(block, count)
     ok_block = block[ok_mask]
@@ -379,11 +395,12 @@ def stage_metrics(run: Run) -> list[StageMetrics]:
     results = []
     for key, records in sorted(records_by_key.items(), key=lambda kv: kv[1][0].get("index", 0)):
         stage_frame = read_requests(run, key)  # one stage's rows at a time
-        pooled = _build(key, records, stage_frame, run)
+        # one record: its columns are not needed again, so each goes once it is an array
+        pooled = _build(key, records, stage_frame, run, consume=len(records) == 1)
         if len(records) > 1:  # the within-run bootstrap uses the pooled stage's blocks only
             pooled.per_repeat = [
                 _build(key, [r], stage_frame.filter(pl.col("repeat") == int(r["repeat"])), run,
-                       blocks=False)
+                       blocks=False, consume=True)
                 for r in records]
         del stage_frame
         results.append(pooled)

@@ -15,8 +15,11 @@ over 1-second blocks of that run ("within this run only")."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -193,7 +196,153 @@ class Blocks:
 
 
 def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatArray:
-    return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws).astype(float)
+    ahead = _take_ahead(rng, blocks, draws)
+    counts = ahead if ahead is not None else _draw_counts(blocks, draws, rng)
+    return counts.astype(float)
+
+
+_Counts = NDArray[np.int64] | NDArray[np.uint16]  # multinomial draws: blocks drawn per block
+
+
+def _draw_counts(blocks: int, draws: int, rng: np.random.Generator) -> _Counts:
+    return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws)
+
+
+# --- block weights drawn ahead, in a second thread ---------------------------------------------
+# The weights are most of a within-run bootstrap's time, and numpy draws them without holding
+# the GIL. A generator's draws follow from its state alone, so the draws a comparison will ask
+# for can be made ahead on a copy of that state while the comparison computes, and handed over
+# with the state they leave: the very draws, in the very order, the generator would have made.
+
+def _frozen(value: object) -> object:
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    return value
+
+
+def _state_key(rng: np.random.Generator) -> object:
+    """The whole state of a generator, hashable: equal keys, equal draws."""
+    return _frozen(rng.bit_generator.state)
+
+
+class DrawnAhead:
+    """Block weights drawn in a background thread: for each (generator, block counts) of
+    ``plan``, in order, the weights ``_block_weights`` would draw for those counts one after
+    another from the generator's state now. ``_block_weights`` takes a set when its generator
+    is in the state the set was drawn from (waiting for it while it is being drawn), else draws
+    itself: a plan that guessed wrong costs time, never a different draw.
+
+    ``start`` begins the thread, unless an active one already makes the same draws (then that
+    one serves) or a new one supersedes active ones begun from the same generator state (then
+    those stop). ``stop`` ends the thread after the draw in hand and drops what was not taken;
+    a thread nobody stops ends after its plan, and its draws go with the object."""
+
+    def __init__(self, plan: Sequence[tuple[np.random.Generator, Sequence[int]]],
+                 draws: int = BLOCK_DRAWS) -> None:
+        self._draws = draws
+        # copies of the generators' states, taken now, before the caller draws from them
+        copies = []
+        for rng, counts in plan:
+            copy = np.random.Generator(type(rng.bit_generator)())
+            copy.bit_generator.state = rng.bit_generator.state
+            copies.append((copy, list(counts)))
+        self._items = [(rng, blocks) for rng, counts in copies for blocks in counts]
+        self._origins = {_state_key(rng) for rng, _ in copies}
+        self._signature = (draws, tuple((_state_key(rng), tuple(c)) for rng, c in copies))
+        self._ready: dict[tuple[object, int, int], tuple[_Counts, Mapping[str, Any]]] = {}
+        # the set being drawn now: a caller asking for it waits instead of drawing it too
+        self._drawing = self._key(0)
+        self._cancelled = False
+        self._serving: DrawnAhead | None = None  # the active one making the same draws
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="block-weights", daemon=True)
+
+    def _key(self, item: int) -> tuple[object, int, int] | None:
+        if item >= len(self._items):
+            return None
+        rng, blocks = self._items[item]
+        return (_state_key(rng), blocks, self._draws)
+
+    def start(self) -> DrawnAhead:
+        if not self._items:
+            return self
+        for other in list(_AHEAD):
+            if other._cancelled:
+                continue
+            if other._signature == self._signature:
+                self._serving = other
+                return other
+            if other._origins & self._origins:
+                other._cancel()  # its thread ends after the draw in hand
+        _AHEAD.add(self)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for item, (rng, blocks) in enumerate(self._items):
+                with self._done:
+                    key = self._drawing
+                    if self._cancelled or key is None:
+                        return
+                counts = _draw_counts(blocks, self._draws, rng)
+                if counts.max(initial=0) <= np.iinfo(np.uint16).max:  # kept small: the same
+                    counts = counts.astype(np.uint16)  # weights once converted to float
+                with self._done:
+                    if not self._cancelled:
+                        self._ready[key] = (counts, rng.bit_generator.state)
+                    self._drawing = self._key(item + 1)
+                    self._done.notify_all()
+        finally:
+            with self._done:
+                self._drawing = None
+                self._done.notify_all()
+
+    def take(self, rng: np.random.Generator, blocks: int, draws: int) -> _Counts | None:
+        key: tuple[object, int, int] = (_state_key(rng), blocks, draws)
+        with self._done:
+            while key not in self._ready and self._drawing == key:
+                self._done.wait()
+            found = self._ready.pop(key, None)
+        if found is None:
+            return None
+        counts, state = found
+        rng.bit_generator.state = state
+        return counts
+
+    def _cancel(self) -> None:
+        with self._done:
+            self._cancelled = True
+            self._ready.clear()
+        _AHEAD.discard(self)
+
+    def stop(self) -> None:
+        if self._serving is not None:
+            self._serving.stop()
+        self._cancel()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> DrawnAhead:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# the active ones; weakly held, so the draws of one nobody stopped go with it
+_AHEAD: weakref.WeakSet[DrawnAhead] = weakref.WeakSet()
+
+
+def _take_ahead(rng: np.random.Generator, blocks: int, draws: int) -> _Counts | None:
+    for ahead in list(_AHEAD):
+        counts = ahead.take(rng, blocks, draws)
+        if counts is not None:
+            return counts
+    return None
 
 
 # fixed log-spaced latency buckets (0.001 ms to 1,000 s): an arm's histogram is built once and
@@ -409,8 +558,9 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
     elif metric == "mean":  # mean latency of successful answers: sums and counts per block
         if len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
             return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
+        # (arm.successes is each block's count of successful latencies)
         b_draws, c_draws = ((w @ np.bincount(arm.ok_block, weights=arm.ok_ms, minlength=arm.count))
-                            / np.maximum(w @ np.bincount(arm.ok_block, minlength=arm.count), 1)
+                            / np.maximum(w @ arm.successes, 1)
                             for w, arm in ((w_base, base), (w_cand, cand)))
     elif metric in ("throughput", "goodput"):
         attr = "requests" if metric == "throughput" else "successes"

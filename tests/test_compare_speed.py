@@ -143,3 +143,60 @@ def test_stage_blocks_are_the_former_blocks(arm: str) -> None:
         for q in (0.5, 0.75, 0.95):
             rank = max(math.ceil(n * q), 1) - 1
             assert stats._exact_quantile(b, q) == float(np.sort(b.ok_ms)[rank])
+
+
+def _sequence(rng: np.random.Generator, counts: list[int]) -> list[np.ndarray]:
+    """Weights for each count, then a draw of another kind (as the success metric's beta)."""
+    out = [stats._block_weights(c, 50, rng) for c in counts]
+    out.append(rng.beta(np.arange(1.0, 4.0), 2.0))
+    return out
+
+
+@pytest.mark.parametrize("guess", [[30, 40, 30, 40, 30, 40], [30, 41, 30, 41], [], [40]])
+def test_weights_drawn_ahead_are_the_draws_the_generator_makes(guess: list[int]) -> None:
+    """Drawn ahead from a right guess, a wrong one or none: the same weights, and the
+    generator left in the same state (the draws after them are the same too)."""
+    counts = [30, 40, 30, 40, 30, 40]
+    direct = np.random.default_rng(11)
+    expected = _sequence(direct, counts)
+    expected_after = _sequence(direct, [30])
+    rng = np.random.default_rng(11)
+    with stats.DrawnAhead([(rng, guess)], draws=50):
+        got = _sequence(rng, counts)
+        after = _sequence(rng, [30])
+    assert len(got) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(after, expected_after, strict=True))
+    assert not stats._AHEAD
+
+
+def test_a_plan_made_twice_is_drawn_once_and_a_new_one_supersedes() -> None:
+    rng = np.random.default_rng(3)
+    first = stats.DrawnAhead([(rng, [20, 20])], draws=10).start()
+    same = stats.DrawnAhead([(rng, [20, 20])], draws=10)
+    assert same.start() is first
+    other = stats.DrawnAhead([(rng, [21, 20])], draws=10).start()
+    assert first._cancelled and not other._cancelled
+    direct = np.random.default_rng(3)
+    assert np.array_equal(stats._block_weights(21, 10, rng),
+                          stats._block_weights(21, 10, direct))
+    for ahead in (same, other):
+        ahead.stop()
+    assert not stats._AHEAD
+    assert not first._thread.is_alive() and not other._thread.is_alive()
+
+
+@pytest.mark.parametrize("arm", ["baseline", "probe-optimized"])
+def test_stage_figures_from_a_consumed_frame_are_the_same(arm: str) -> None:
+    from loadproof.metrics import _build, read_requests
+
+    run = load_run(SAMPLE / arm)
+    for record in run.usable_stages():
+        kept = _build(record["key"], [record], read_requests(run, record["key"]), run)
+        frame = read_requests(run, record["key"])
+        taken = _build(record["key"], [record], frame, run, consume=True)
+        assert taken.to_dict() == kept.to_dict()
+        assert kept.blocks is not None and taken.blocks is not None
+        assert np.array_equal(kept.blocks.ok_block, taken.blocks.ok_block)
+        assert np.array_equal(kept.blocks.requests, taken.blocks.requests)
+        assert frame.width < 5  # its columns were taken out
