@@ -403,6 +403,16 @@ def count_ids(ids: BlockIds, length: int) -> IntArray:
     return counts
 
 
+def block_sums(ids: BlockIds, values: FloatArray, length: int) -> FloatArray:
+    """``np.bincount(ids, weights=values, minlength=length)``, the same sums bit for bit (each
+    id's values added one by one in their order, from 0.0) in chunks, without its 64-bit copy
+    of the ids."""
+    sums = np.zeros(length, dtype=np.float64)
+    for start in range(0, len(ids), _CHUNK):
+        np.add.at(sums, ids[start:start + _CHUNK], values[start:start + _CHUNK])
+    return sums
+
+
 def bucket_counts(buckets: NDArray[np.int32]) -> IntArray:
     """How many values each bucket holds."""
     return count_ids(buckets, _BUCKETS)
@@ -559,7 +569,7 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
         if len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
             return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
         # (arm.successes is each block's count of successful latencies)
-        b_draws, c_draws = ((w @ np.bincount(arm.ok_block, weights=arm.ok_ms, minlength=arm.count))
+        b_draws, c_draws = ((w @ block_sums(arm.ok_block, arm.ok_ms, arm.count))
                             / np.maximum(w @ arm.successes, 1)
                             for w, arm in ((w_base, base), (w_cand, cand)))
     elif metric in ("throughput", "goodput"):

@@ -200,3 +200,17 @@ def test_stage_figures_from_a_consumed_frame_are_the_same(arm: str) -> None:
         assert np.array_equal(kept.blocks.ok_block, taken.blocks.ok_block)
         assert np.array_equal(kept.blocks.requests, taken.blocks.requests)
         assert frame.width < 5  # its columns were taken out
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_block_sums_in_chunks_are_bincounts_sums(ordered: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(9)
+    ids = np.repeat(np.arange(50, dtype=np.int32), rng.integers(0, 300, 50))
+    values = np.concatenate([rng.lognormal(3, 2, len(ids) - 3), [-0.0, 1e300, 1e-300]])
+    if not ordered:
+        order = rng.permutation(len(ids))
+        ids, values = ids[order], values[order]
+    monkeypatch.setattr(stats, "_CHUNK", 777)
+    assert np.array_equal(stats.block_sums(ids, values, 60),
+                          np.bincount(ids, weights=values, minlength=60))
