@@ -214,3 +214,19 @@ def test_block_sums_in_chunks_are_bincounts_sums(ordered: bool,
     monkeypatch.setattr(stats, "_CHUNK", 777)
     assert np.array_equal(stats.block_sums(ids, values, 60),
                           np.bincount(ids, weights=values, minlength=60))
+
+
+@pytest.mark.parametrize("base,cand", [("baseline", "optimized"),
+                                       ("probe-baseline", "probe-optimized"),
+                                       ("optimized", "baseline")])
+def test_a_comparison_drawn_ahead_is_the_comparison_drawn_in_turn(
+        base: str, cand: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadproof import compare
+
+    ahead = compare.compare_runs(load_run(SAMPLE / base), load_run(SAMPLE / cand)).to_dict()
+    assert not stats._AHEAD  # every thread stopped
+    monkeypatch.setattr(compare, "_draws_ahead", lambda *_: stats.DrawnAhead([]))
+    in_turn = compare.compare_runs(load_run(SAMPLE / base), load_run(SAMPLE / cand)).to_dict()
+    assert ahead == in_turn
+    intervals = [m["interval"] for s in ahead["stages"] for m in s["metrics"].values()]
+    assert "within this run only" in intervals
