@@ -28,10 +28,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
-import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
+# importing polars (below) sets its allocator's settings in this process's environment; the
+# commands timed get the environment this script was started with, as from a shell
+_ENV = dict(os.environ)
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -125,7 +129,7 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, int, int, float]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=_ENV)
     peak = 0
     done = threading.Event()
 

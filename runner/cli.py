@@ -170,7 +170,18 @@ def _compare(args: argparse.Namespace) -> Comparison:
                         slo=_slo(args))
 
 
+def _return_freed_memory() -> None:
+    """polars' allocator (jemalloc) keeps freed pages for seconds by default; a comparison
+    frees each stage's columns as it makes arrays of them, so it would hold both. Only before
+    polars loads, and a setting already made wins."""
+    import os
+
+    if "polars" not in sys.modules:
+        os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    _return_freed_memory()
     from .gate import GATE_EXIT, failure_lines, gate, junit_xml, markdown_table, parse_fail_on
     from .render import comparison_json, comparison_table
 

@@ -396,6 +396,22 @@ def _mean_ms(m: StageMetrics) -> float | None:
     return m.mean_ok_ms
 
 
+def _mean_rng(index: int) -> np.random.Generator:
+    return np.random.default_rng(20250807 + index)
+
+
+def _draws_ahead(base: StageMetrics, cand: StageMetrics,
+                 rng: np.random.Generator) -> stats.DrawnAhead:
+    """The block weights a stage's within-run intervals will draw (a pair per metric from
+    ``rng``, then the mean's pair from its own generator), drawn ahead in a second thread:
+    the same draws, sooner."""
+    if min(len(_parts(base)), len(_parts(cand))) >= 2 or base.blocks is None \
+            or cand.blocks is None or min(base.blocks.count, cand.blocks.count) < stats.MIN_BLOCKS:
+        return stats.DrawnAhead([])
+    pair = [base.blocks.count, cand.blocks.count]
+    return stats.DrawnAhead([(rng, pair * len(METRICS)), (_mean_rng(base.index), pair)])
+
+
 def _mean_comparison(stage: StageComparison, min_successes: int) -> Distribution:
     """The mean latency of successful answers in both arms, its ratio and 95% interval (between
     repeats with two or more per arm, else from the runs' 1-second blocks). Its own random
@@ -406,7 +422,7 @@ def _mean_comparison(stage: StageComparison, min_successes: int) -> Distribution
             < min_successes:
         return Distribution(b, c, None, None, None)
     ratio = b / c
-    rng = np.random.default_rng(20250807 + stage.index)
+    rng = _mean_rng(stage.index)
     b_parts, c_parts = _parts(base), _parts(cand)
     b_means = [_mean_ms(p) for p in b_parts]
     c_means = [_mean_ms(p) for p in c_parts]
@@ -723,14 +739,15 @@ def compare_stages(base_metrics: list[StageMetrics], cand_metrics: list[StageMet
         if cand is None:
             guards.append(f"stage {base.key} is missing from the candidate: not compared")
             continue
-        metrics = {spec.name: compare_metric(spec, base, cand, rng, slo.min_successes)
-                   for spec in METRICS}
-        stage = StageComparison(base.key, base.index, base.level, base, cand, metrics)
-        for metric in metrics.values():
-            if metric.verdict == "not comparable":
-                stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
-        _apply_tradeoff_guard(stage)
-        apply_distribution_guard(stage, slo.min_successes)
+        with _draws_ahead(base, cand, rng):
+            metrics = {spec.name: compare_metric(spec, base, cand, rng, slo.min_successes)
+                       for spec in METRICS}
+            stage = StageComparison(base.key, base.index, base.level, base, cand, metrics)
+            for metric in metrics.values():
+                if metric.verdict == "not comparable":
+                    stage.guards.extend(r for r in metric.reasons if r not in stage.guards)
+            _apply_tradeoff_guard(stage)
+            apply_distribution_guard(stage, slo.min_successes)
         _arm_intervals(stage)
         for arm, m in (("baseline", base), ("candidate", cand)):
             problem = delivery_problem(m)
@@ -791,6 +808,9 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
                             f" ({run.manifest.get('status_reason') or 'no reason recorded'}); "
                             "compared over the stages it has")
     base_metrics = stage_metrics(baseline)
+    # the first stage's block weights, drawn while the candidate loads: a guess that its first
+    # stage has as many 1-second blocks as the baseline's (a wrong one costs time, not draws)
+    early = _draws_ahead(base_metrics[0], base_metrics[0], rng).start() if base_metrics else None
     cand_metrics = stage_metrics(candidate)
     base_plan, cand_plan = baseline.plan, candidate.plan
     same_shape = (base_plan is not None and cand_plan is not None
@@ -815,6 +835,8 @@ def compare_runs(baseline: Run, candidate: Run, *, slo: Slo | None = None,
     else:
         stages = compare_stages(base_metrics, cand_metrics, slo, rng, guards,
                                 overlap=lambda b, c: _overlaps(b, c, baseline, candidate))
+    if early is not None:
+        early.stop()
     family = apply_claim_family(stages)
     capacity = None
     if all(isinstance(run.manifest.get("capacity_search"), dict)

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from .errors import RunStoreError
 from .ingest import summary_values
-from .stats import Blocks, FloatArray, percentile
+from .stats import BlockIds, Blocks, FloatArray, bucket_of, count_ids, nearest_ranks, percentile
 from .store import Run, read_json
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -45,17 +46,17 @@ class Latency:
     count: int
 
     @classmethod
-    def of_values(cls, values_ms: FloatArray) -> Latency:
-        """The same figures as :meth:`of` from values in any order: only the nearest ranks are
-        put in place (a partial sort), no sorted copy is made."""
+    def of_values(cls, values_ms: FloatArray,
+                  buckets: NDArray[np.int32] | None = None) -> Latency:
+        """The same figures as :meth:`of` from values in any order, without a sorted or
+        partially sorted copy of them (``stats.nearest_ranks``; ``buckets`` are
+        ``stats.bucket_of(values_ms)`` when already made)."""
         n = len(values_ms)
         if n == 0:
             return cls.of(values_ms)
-        ranks = {q: min(max(math.ceil(n * q), 1) - 1, n - 1) for q in (0.50, 0.90, 0.95, 0.99)}
-        placed = np.partition(values_ms, sorted({*ranks.values(), n - 1}))
-        return cls(p50_ms=float(placed[ranks[0.50]]), p90_ms=float(placed[ranks[0.90]]),
-                   p95_ms=float(placed[ranks[0.95]]), p99_ms=float(placed[ranks[0.99]]),
-                   max_ms=float(placed[n - 1]), count=n)
+        ranks = [min(max(math.ceil(n * q), 1) - 1, n - 1) for q in (0.50, 0.90, 0.95, 0.99)]
+        p50, p90, p95, p99, top = nearest_ranks(values_ms, [*ranks, n - 1], buckets)
+        return cls(p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99, max_ms=top, count=n)
 
     @classmethod
     def of(cls, sorted_ms: FloatArray) -> Latency:
@@ -155,8 +156,10 @@ def outcomes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
     """(success mask, 429 mask, success_source) of request rows."""
     status = frame["status"].to_numpy()
     limited = status == 429
-    by_status = (status >= 200) & (status < 400)
     expected = frame["expected"]
+    if expected.null_count() == 0:  # the tag everywhere: no status ranges to look at
+        return expected.to_numpy() & ~limited, limited, SUCCESS_FROM_TAG
+    by_status = (status >= 200) & (status < 400)
     known = expected.is_not_null().to_numpy()
     if known.all():
         source = SUCCESS_FROM_TAG
@@ -225,15 +228,20 @@ def stage_duration(record: dict[str, Any], run: Run | None) -> tuple[float | Non
 
 
 def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
-           run: Run, *, blocks: bool = True) -> StageMetrics:
-    durations = frame["duration_ms"].to_numpy().astype(np.float64, copy=False)
-    ok_mask, limited_mask, success_source = outcomes(frame)
-    limited = int(limited_mask.sum())
+           run: Run, *, blocks: bool = True, consume: bool = False) -> StageMetrics:
+    """A stage's figures from its rows. With ``consume`` the frame's columns are taken out of
+    it as they are turned into arrays, so that no column is held twice."""
+
+    def column(name: str) -> pl.Series:
+        return frame.drop_in_place(name) if consume else frame[name]
+
     requests = len(frame)
+    ok_mask, limited_mask, success_source = outcomes(frame)
+    if consume:
+        frame.drop_in_place("status")
+        frame.drop_in_place("expected")
+    limited = int(limited_mask.sum())
     successes = int(ok_mask.sum())
-    ok_ms = durations[ok_mask]
-    latency_ok = Latency.of_values(ok_ms)
-    latency_all = Latency.of_values(durations)
     parts = [stage_duration(r, run) for r in records]
     sources = list(dict.fromkeys(source for _, source in parts))
     if records and all(d is not None for d, _ in parts):
@@ -246,6 +254,17 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
         duration_source = "timestamps (first to last response)"
     else:
         duration_s, duration_source = 0.0, "none"
+    block = _block_numbers(column("timestamp"), column("repeat")
+                           if "repeat" in frame.columns else None) \
+        if blocks and requests else None
+    durations = column("duration_ms").to_numpy().astype(np.float64, copy=False)
+    ok_ms = durations[ok_mask]
+    # each latency's histogram bucket, made once: for the exact percentiles and the bootstrap
+    buckets = bucket_of(durations)
+    ok_buckets = buckets[ok_mask]
+    latency_all = Latency.of_values(durations, buckets)
+    del buckets, durations
+    latency_ok = Latency.of_values(ok_ms, ok_buckets)
     dropped_values = [r.get("dropped_iterations") for r in records]
     dropped = (int(sum(d for d in dropped_values if d is not None))
                if any(d is not None for d in dropped_values) else None)
@@ -254,7 +273,8 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     return StageMetrics(
         key=key, index=int(first.get("index", 0)), level=first.get("level"),
         model=first.get("model"), repeats=sorted(int(r.get("repeat", 1)) for r in records),
-        blocks=_blocks(frame, ok_mask, ok_ms, latency_ok, duration_s) if blocks else None,
+        blocks=_blocks(block, ok_mask, ok_ms, ok_buckets, latency_ok, duration_s)
+        if blocks else None,
         mean_ok_ms=float(ok_ms.mean()) if len(ok_ms) else None,
         records=list(records),
         status="complete" if statuses == {"complete"} else "incomplete",
@@ -272,36 +292,50 @@ def _build(key: str, records: list[dict[str, Any]], frame: pl.DataFrame,
     )
 
 
-def _blocks(frame: pl.DataFrame, ok_mask: Any, ok_ms: FloatArray, latency_ok: Latency,
-            duration_s: float) -> Blocks:
-    """1-second blocks from the first request's second (the within-run bootstrap's unit).
-    ``ok_ms`` are the successful latencies in the frame's order, ``latency_ok`` their figures."""
-    if len(frame) == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return Blocks(empty, empty, np.empty(0), empty, duration_s)
-    micros = frame["timestamp"].dt.epoch("us").to_numpy()
-    repeats = frame["repeat"].to_numpy() if "repeat" in frame.columns \
-        else np.zeros(len(frame), dtype=np.int64)
+def _block_numbers(timestamps: pl.Series, repeats: pl.Series | None) -> BlockIds:
+    """Each request's 1-second block, from the first request's second (the within-run
+    bootstrap's unit)."""
+    micros = timestamps.dt.epoch("us").to_numpy()
+    del timestamps
     # seconds counted from each repeat's own first request, numbered densely across repeats:
     # the hours between pooled repeats are no empty blocks
-    if repeats.min() == repeats.max():  # one repeat: no sort of every row to find that out
-        block = ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
-    else:
-        distinct = np.unique(repeats)
-        second = np.zeros(len(frame), dtype=np.int64)
-        for value in distinct:
-            rows = repeats == value
-            second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
-        key = repeats.astype(np.int64) * (int(second.max()) + 1) + second
-        _, inverse = np.unique(key, return_inverse=True)
-        block = np.asarray(inverse, dtype=np.int64).ravel()
+    block: BlockIds
+    if repeats is None or repeats.min() == repeats.max():
+        # one repeat: no sort of every row to find that out
+        if micros.dtype == np.int64 and micros.flags.writeable:  # a copy of our own
+            micros -= micros.min()
+            micros //= 1_000_000
+            return micros.astype(np.int32)
+        return ((micros - micros.min()) // 1_000_000).astype(np.int64, copy=False)
+    values = repeats.to_numpy()
+    distinct = np.unique(values)
+    second = np.zeros(len(values), dtype=np.int64)
+    for value in distinct:
+        rows = values == value
+        second[rows] = (micros[rows] - micros[rows].min()) // 1_000_000
+    key = values.astype(np.int64) * (int(second.max()) + 1) + second
+    _, inverse = np.unique(key, return_inverse=True)
+    block = np.asarray(inverse, dtype=np.int64).ravel()
+    return block
+
+
+def _blocks(block: BlockIds | None, ok_mask: Any, ok_ms: FloatArray,
+            ok_buckets: NDArray[np.int32], latency_ok: Latency, duration_s: float) -> Blocks:
+    """The within-run bootstrap's blocks of a stage: ``block`` is each request's block
+    (None: no requests), ``ok_ms`` the successful latencies in the frame's order,
+    ``ok_buckets`` their histogram buckets, ``latency_ok`` their figures."""
+    if block is None:
+        empty = np.empty(0, dtype=np.int64)
+        return Blocks(empty, empty, np.empty(0), empty, duration_s)
     count = int(block.max()) + 1
-    requests = np.bincount(block, minlength=count).astype(np.int64)
+    requests = count_ids(block, count)
     ok_block = block[ok_mask]
-    successes = np.bincount(ok_block, minlength=count).astype(np.int64)
+    del block
+    successes = count_ids(ok_block, count)
     known = {0.5: latency_ok.p50_ms, 0.95: latency_ok.p95_ms, 0.99: latency_ok.p99_ms}
     return Blocks(requests, successes, ok_ms, ok_block, duration_s,
-                  quantiles={q: v for q, v in known.items() if v is not None})
+                  quantiles={q: v for q, v in known.items() if v is not None},
+                  ok_bucket=ok_buckets)
 
 
 def from_summary(record: dict[str, Any], run: Run) -> StageMetrics:
@@ -363,11 +397,12 @@ def stage_metrics(run: Run) -> list[StageMetrics]:
     results = []
     for key, records in sorted(records_by_key.items(), key=lambda kv: kv[1][0].get("index", 0)):
         stage_frame = read_requests(run, key)  # one stage's rows at a time
-        pooled = _build(key, records, stage_frame, run)
+        # one record: its columns are not needed again, so each goes once it is an array
+        pooled = _build(key, records, stage_frame, run, consume=len(records) == 1)
         if len(records) > 1:  # the within-run bootstrap uses the pooled stage's blocks only
             pooled.per_repeat = [
                 _build(key, [r], stage_frame.filter(pl.col("repeat") == int(r["repeat"])), run,
-                       blocks=False)
+                       blocks=False, consume=True)
                 for r in records]
         del stage_frame
         results.append(pooled)

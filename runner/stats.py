@@ -15,14 +15,21 @@ over 1-second blocks of that run ("within this run only")."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+BlockIds = NDArray[np.int32] | NDArray[np.int64]  # 1-second block numbers, from 0
+# values per chunk of the passes over every request that would otherwise make temporaries of
+# 8 bytes or more per request
+_CHUNK = 1 << 20
 
 MIN_REPEATS_FOR_VERDICT = 3
 ALPHA = 0.05
@@ -176,10 +183,12 @@ class Blocks:
     requests: IntArray
     successes: IntArray
     ok_ms: FloatArray  # successful latencies, any order
-    ok_block: IntArray  # the block of each successful latency
+    ok_block: BlockIds  # the block of each successful latency
     duration_s: float
     # nearest-rank quantiles of ok_ms already known (the stage's figures), by q
     quantiles: dict[float, float] = field(default_factory=dict, compare=False)
+    # the histogram bucket of each successful latency (bucket_of(ok_ms)) when already known
+    ok_bucket: NDArray[np.int32] | None = field(default=None, compare=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -187,7 +196,153 @@ class Blocks:
 
 
 def _block_weights(blocks: int, draws: int, rng: np.random.Generator) -> FloatArray:
-    return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws).astype(float)
+    ahead = _take_ahead(rng, blocks, draws)
+    counts = ahead if ahead is not None else _draw_counts(blocks, draws, rng)
+    return counts.astype(float)
+
+
+_Counts = NDArray[np.int64] | NDArray[np.uint16]  # multinomial draws: blocks drawn per block
+
+
+def _draw_counts(blocks: int, draws: int, rng: np.random.Generator) -> _Counts:
+    return rng.multinomial(blocks, np.full(blocks, 1.0 / blocks), size=draws)
+
+
+# --- block weights drawn ahead, in a second thread ---------------------------------------------
+# The weights are most of a within-run bootstrap's time, and numpy draws them without holding
+# the GIL. A generator's draws follow from its state alone, so the draws a comparison will ask
+# for can be made ahead on a copy of that state while the comparison computes, and handed over
+# with the state they leave: the very draws, in the very order, the generator would have made.
+
+def _frozen(value: object) -> object:
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    return value
+
+
+def _state_key(rng: np.random.Generator) -> object:
+    """The whole state of a generator, hashable: equal keys, equal draws."""
+    return _frozen(rng.bit_generator.state)
+
+
+class DrawnAhead:
+    """Block weights drawn in a background thread: for each (generator, block counts) of
+    ``plan``, in order, the weights ``_block_weights`` would draw for those counts one after
+    another from the generator's state now. ``_block_weights`` takes a set when its generator
+    is in the state the set was drawn from (waiting for it while it is being drawn), else draws
+    itself: a plan that guessed wrong costs time, never a different draw.
+
+    ``start`` begins the thread, unless an active one already makes the same draws (then that
+    one serves) or a new one supersedes active ones begun from the same generator state (then
+    those stop). ``stop`` ends the thread after the draw in hand and drops what was not taken;
+    a thread nobody stops ends after its plan, and its draws go with the object."""
+
+    def __init__(self, plan: Sequence[tuple[np.random.Generator, Sequence[int]]],
+                 draws: int = BLOCK_DRAWS) -> None:
+        self._draws = draws
+        # copies of the generators' states, taken now, before the caller draws from them
+        copies = []
+        for rng, counts in plan:
+            copy = np.random.Generator(type(rng.bit_generator)())
+            copy.bit_generator.state = rng.bit_generator.state
+            copies.append((copy, list(counts)))
+        self._items = [(rng, blocks) for rng, counts in copies for blocks in counts]
+        self._origins = {_state_key(rng) for rng, _ in copies}
+        self._signature = (draws, tuple((_state_key(rng), tuple(c)) for rng, c in copies))
+        self._ready: dict[tuple[object, int, int], tuple[_Counts, Mapping[str, Any]]] = {}
+        # the set being drawn now: a caller asking for it waits instead of drawing it too
+        self._drawing = self._key(0)
+        self._cancelled = False
+        self._serving: DrawnAhead | None = None  # the active one making the same draws
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="block-weights", daemon=True)
+
+    def _key(self, item: int) -> tuple[object, int, int] | None:
+        if item >= len(self._items):
+            return None
+        rng, blocks = self._items[item]
+        return (_state_key(rng), blocks, self._draws)
+
+    def start(self) -> DrawnAhead:
+        if not self._items:
+            return self
+        for other in list(_AHEAD):
+            if other._cancelled:
+                continue
+            if other._signature == self._signature:
+                self._serving = other
+                return other
+            if other._origins & self._origins:
+                other._cancel()  # its thread ends after the draw in hand
+        _AHEAD.add(self)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for item, (rng, blocks) in enumerate(self._items):
+                with self._done:
+                    key = self._drawing
+                    if self._cancelled or key is None:
+                        return
+                counts = _draw_counts(blocks, self._draws, rng)
+                if counts.max(initial=0) <= np.iinfo(np.uint16).max:  # kept small: the same
+                    counts = counts.astype(np.uint16)  # weights once converted to float
+                with self._done:
+                    if not self._cancelled:
+                        self._ready[key] = (counts, rng.bit_generator.state)
+                    self._drawing = self._key(item + 1)
+                    self._done.notify_all()
+        finally:
+            with self._done:
+                self._drawing = None
+                self._done.notify_all()
+
+    def take(self, rng: np.random.Generator, blocks: int, draws: int) -> _Counts | None:
+        key: tuple[object, int, int] = (_state_key(rng), blocks, draws)
+        with self._done:
+            while key not in self._ready and self._drawing == key:
+                self._done.wait()
+            found = self._ready.pop(key, None)
+        if found is None:
+            return None
+        counts, state = found
+        rng.bit_generator.state = state
+        return counts
+
+    def _cancel(self) -> None:
+        with self._done:
+            self._cancelled = True
+            self._ready.clear()
+        _AHEAD.discard(self)
+
+    def stop(self) -> None:
+        if self._serving is not None:
+            self._serving.stop()
+        self._cancel()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> DrawnAhead:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# the active ones; weakly held, so the draws of one nobody stopped go with it
+_AHEAD: weakref.WeakSet[DrawnAhead] = weakref.WeakSet()
+
+
+def _take_ahead(rng: np.random.Generator, blocks: int, draws: int) -> _Counts | None:
+    for ahead in list(_AHEAD):
+        counts = ahead.take(rng, blocks, draws)
+        if counts is not None:
+            return counts
+    return None
 
 
 # fixed log-spaced latency buckets (0.001 ms to 1,000 s): an arm's histogram is built once and
@@ -199,12 +354,21 @@ _UPPER_EDGES = _EDGES[1:]  # each bucket's upper edge, by bucket
 _HISTOGRAMS: dict[int, tuple[Blocks, IntArray, FloatArray, dict[float, float]]] = {}
 
 
-def _bucket_of(ms: FloatArray) -> NDArray[np.int32]:
+def bucket_of(ms: FloatArray) -> NDArray[np.int32]:
     """The bucket of each latency, as ``searchsorted(_EDGES, ms, "right") - 1`` clipped to the
     buckets finds it, in linear time: a single-precision log puts a value in its bucket or
     next to it, and the few a bucket's edges disagree with (NaN and infinities among them)
-    are looked up exactly. Few passes, small temporaries: at 10 M requests the first touch
-    of every new array's memory is a good part of the cost."""
+    are looked up exactly. Few passes, small temporaries (chunk by chunk): at 10 M requests
+    the first touch of every new array's memory is a good part of the cost."""
+    if len(ms) <= _CHUNK:
+        return _bucket_chunk(ms)
+    bucket = np.empty(len(ms), dtype=np.int32)
+    for start in range(0, len(ms), _CHUNK):
+        bucket[start:start + _CHUNK] = _bucket_chunk(ms[start:start + _CHUNK])
+    return bucket
+
+
+def _bucket_chunk(ms: FloatArray) -> NDArray[np.int32]:
     last = len(_EDGES) - 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         guess = np.log(ms.astype(np.float32))
@@ -226,6 +390,88 @@ def _bucket_of(ms: FloatArray) -> NDArray[np.int32]:
     return bucket
 
 
+_bucket_of = bucket_of
+_BUCKETS = len(_EDGES) - 1
+
+
+def count_ids(ids: BlockIds, length: int) -> IntArray:
+    """``np.bincount(ids, minlength=length)`` of non-negative ids below ``length``, in chunks:
+    np.bincount first converts its input to 64-bit integers, a temporary of 8 bytes each."""
+    counts = np.zeros(length, dtype=np.int64)
+    for start in range(0, len(ids), _CHUNK):
+        counts += np.bincount(ids[start:start + _CHUNK], minlength=length)
+    return counts
+
+
+def block_sums(ids: BlockIds, values: FloatArray, length: int) -> FloatArray:
+    """``np.bincount(ids, weights=values, minlength=length)``, the same sums bit for bit (each
+    id's values added one by one in their order, from 0.0) in chunks, without its 64-bit copy
+    of the ids."""
+    sums = np.zeros(length, dtype=np.float64)
+    for start in range(0, len(ids), _CHUNK):
+        np.add.at(sums, ids[start:start + _CHUNK], values[start:start + _CHUNK])
+    return sums
+
+
+def bucket_counts(buckets: NDArray[np.int32]) -> IntArray:
+    """How many values each bucket holds."""
+    return count_ids(buckets, _BUCKETS)
+
+
+def nearest_ranks(values: FloatArray, ranks: Sequence[int],
+                  buckets: NDArray[np.int32] | None = None,
+                  counts: IntArray | None = None) -> list[float]:
+    """The values at 0-based ``ranks`` of ``values`` in ascending order (NaN last, as np.sort
+    and np.partition put it), exactly, without a partial sort of a copy of every value: the
+    buckets are monotone in the value (``bucket_of``; NaN in the last), so the bucket counts
+    tell which bucket holds each rank, and only that bucket's values are partially sorted.
+    ``buckets`` (``bucket_of(values)``) and ``counts`` (``bucket_counts(buckets)``) are made
+    when not given."""
+    if buckets is None:
+        buckets = bucket_of(values)
+    if counts is None:
+        counts = bucket_counts(buckets)
+    wanted = np.asarray(ranks, dtype=np.int64)
+    if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(values)):
+        raise IndexError(f"ranks {list(ranks)} outside 0..{len(values) - 1}")
+    ends = np.cumsum(counts)
+    holder = np.searchsorted(ends, wanted, side="right")  # the first bucket ending past it
+    offset = wanted - (ends[holder] - counts[holder])  # the rank among its bucket's values
+    chosen = np.zeros(_BUCKETS, dtype=bool)
+    chosen[holder] = True
+    rows = chosen[buckets]
+    if rows.all():  # every value is in the buckets wanted: no smaller copy to make
+        part_values, part_buckets = values, buckets
+    else:
+        part_values, part_buckets = values[rows], buckets[rows]
+    del rows
+    found = [0.0] * len(wanted)
+    holders = np.unique(holder)
+    for bucket in holders:
+        which = np.flatnonzero(holder == bucket)
+        inside = part_values if len(holders) == 1 else part_values[part_buckets == bucket]
+        placed = np.partition(inside, np.unique(offset[which]))
+        for i in which:
+            found[i] = float(placed[offset[i]])
+    return found
+
+
+def _column_counts(b: Blocks, buckets: NDArray[np.int32], column: IntArray,
+                   width: int) -> IntArray:
+    """Each (block, used bucket) pair's count of latencies, flat (block-major), in chunks of
+    latencies: in time order a chunk touches few blocks, so only that range is counted."""
+    flat = np.zeros(b.count * width, dtype=np.int64)
+    for start in range(0, len(buckets), _CHUNK):
+        key = b.ok_block[start:start + _CHUNK].astype(np.int64)
+        key *= width
+        key += column[buckets[start:start + _CHUNK]]
+        low = int(key.min())
+        key -= low
+        counted = np.bincount(key)
+        flat[low:low + len(counted)] += counted
+    return flat
+
+
 def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
     """(the buckets this arm uses, its blocks x those buckets running counts -- each block's
     count of latencies up to and including the bucket --, its exact quantiles by q), built
@@ -233,14 +479,12 @@ def _cached(b: Blocks) -> tuple[IntArray, FloatArray, dict[float, float]]:
     cached = _HISTOGRAMS.get(id(b))
     if cached is not None and cached[0] is b:
         return cached[1], cached[2], cached[3]
-    buckets = _bucket_of(b.ok_ms)
-    present = np.bincount(buckets, minlength=len(_EDGES) - 1) > 0
+    buckets = b.ok_bucket if b.ok_bucket is not None else bucket_of(b.ok_ms)
+    present = bucket_counts(buckets) > 0
     used = np.flatnonzero(present).astype(np.int64)
-    key = b.ok_block * len(used)
-    key += (np.cumsum(present) - 1)[buckets]  # the bucket's column among those used
+    # the bucket's column among those used
+    flat = _column_counts(b, buckets, np.cumsum(present) - 1, len(used))
     del buckets
-    flat = np.bincount(key, minlength=b.count * len(used))
-    del key
     running = np.cumsum(flat.reshape(b.count, len(used)), axis=1).astype(np.float64)
     if len(_HISTOGRAMS) > 64:
         _HISTOGRAMS.clear()
@@ -256,7 +500,7 @@ def _histogram(b: Blocks) -> tuple[IntArray, FloatArray]:
 
 def _exact_quantile(b: Blocks, q: float) -> float:
     """The nearest-rank quantile of the arm's successful latencies; the three the comparison
-    asks for are put in place by one partial sort and kept."""
+    asks for are found together (``nearest_ranks``) and kept."""
     _, _, exact = _cached(b)
     if q in b.quantiles:
         return b.quantiles[q]
@@ -264,8 +508,8 @@ def _exact_quantile(b: Blocks, q: float) -> float:
         n = len(b.ok_ms)
         wanted = sorted({q, *_BLOCK_QUANTILES})
         ranks = [max(math.ceil(n * w), 1) - 1 for w in wanted]
-        placed = np.partition(b.ok_ms, ranks)
-        exact.update({w: float(placed[r]) for w, r in zip(wanted, ranks, strict=True)})
+        found = nearest_ranks(b.ok_ms, ranks, b.ok_bucket)
+        exact.update(dict(zip(wanted, found, strict=True)))
     return exact[q]
 
 
@@ -324,8 +568,9 @@ def block_bootstrap_ratio(base: Blocks, cand: Blocks, metric: str, lower_is_bett
     elif metric == "mean":  # mean latency of successful answers: sums and counts per block
         if len(base.ok_ms) == 0 or len(cand.ok_ms) == 0:
             return RatioEstimate(point, None, None, None, "block-bootstrap-within-run")
-        b_draws, c_draws = ((w @ np.bincount(arm.ok_block, weights=arm.ok_ms, minlength=arm.count))
-                            / np.maximum(w @ np.bincount(arm.ok_block, minlength=arm.count), 1)
+        # (arm.successes is each block's count of successful latencies)
+        b_draws, c_draws = ((w @ block_sums(arm.ok_block, arm.ok_ms, arm.count))
+                            / np.maximum(w @ arm.successes, 1)
                             for w, arm in ((w_base, base), (w_cand, cand)))
     elif metric in ("throughput", "goodput"):
         attr = "requests" if metric == "throughput" else "successes"
