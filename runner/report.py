@@ -107,10 +107,22 @@ class WarmKernel:
     def __init__(self) -> None:
         from jupyter_client.manager import KernelManager
 
+        clients: list[Any] = []
+
+        class _Manager(KernelManager):
+            """Keeps every client made for the kernel (papermill's among them: a client of a
+            kernel manager it did not start is left open), for close() to stop."""
+
+            def client(self, **kwargs: Any) -> Any:
+                made = super().client(**kwargs)
+                clients.append(made)
+                return made
+
+        self._clients = clients
         # closed in close(), which every path reaches
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="loadproof-kernel-", suffix=".log", delete=False)
-        self.manager = KernelManager(kernel_name="python3", config=kernel_manager_config())
+        self.manager = _Manager(kernel_name="python3", config=kernel_manager_config())
         try:
             self.manager.start_kernel(cwd=str(PROJECT_ROOT), stderr=self._log)
             self._client = self.manager.client()
@@ -124,11 +136,12 @@ class WarmKernel:
 
     def close(self, log_to: Path | None) -> None:
         """Shut the kernel down; keep its log at ``log_to`` when it holds something."""
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.stop_channels()
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                if client.channels_running:
+                    client.stop_channels()
         with contextlib.suppress(Exception):  # it may have died already
-            if self.manager.has_kernel:
+            if getattr(self, "manager", None) is not None and self.manager.has_kernel:
                 self.manager.shutdown_kernel(now=True)
         self._log.close()
         log = Path(self._log.name)
