@@ -72,7 +72,7 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
     return Comparison(data["comparison_id"], runs["baseline"], runs["candidate"],
                       arms["baseline"], arms["candidate"], stages, capacity,
                       data["headline_stage"], list(data["guards"]), list(data["warnings"]),
-                      data.get("claim_family", 0))
+                      data.get("claim_family", 0), data.get("resilience"))
 
 
 def read_comparison(path: str | Path) -> Comparison:

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from loadproof import resilience_report
+from loadproof.compare import compare_runs
 from loadproof.errors import ExperimentError, UsageError
 from loadproof.execute import run_stages
 from loadproof.experiment import load_experiment
 from loadproof.faults import FaultSpec, check_faults, parse_fault, parse_fault_arg
+from loadproof.handoff import comparison_from_dict
 from loadproof.plan import make_plan
 from loadproof.progress import Progress
 from loadproof.resilience import (
@@ -251,6 +254,13 @@ def test_command_fault_measures_the_known_recovery_time(runs_dir: Path) -> None:
     result = compare_resilience(run, run, **SLO)
     assert result is not None and len(result["comparison"]) == 2
     assert second["status"] == "complete"
+    # the report's notebook reads the comparison back from comparison.json: the resilience
+    # figures come back with it, and its section reads the same
+    comparison = compare_runs(run, run)
+    again = comparison_from_dict(json.loads(json.dumps(comparison.to_dict(), default=str)))
+    assert again.resilience is not None
+    assert resilience_report.section(again) == resilience_report.section(comparison)
+    assert resilience_report.markdown(again) == resilience_report.markdown(comparison)
 
 
 @pytest.mark.slow
