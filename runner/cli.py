@@ -233,7 +233,6 @@ def cmd_achievement(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _return_freed_memory()
     from .report import load_pair, make_report
 
     probe = None

@@ -70,23 +70,25 @@ def _stage_arms(scan: pl.LazyFrame, min_successes: int) -> tuple[int, dict[str, 
     """(the rows read, each request name's figures) of one stage's rows (repeats pooled). The
     successful latencies are put in (name, repeat) order once; each repeat's p95 and each
     name's percentiles are then partial sorts of that copy's slices, in place."""
-    frame = scan.select(pl.col("name").cast(pl.Categorical), "repeat", "duration_ms",
-                        success_expr().fill_null(False).alias("ok")).collect()
-    read = frame.height
-    frame = frame.filter(pl.col("name").is_not_null())
-    if frame.is_empty():
+    rows = scan.select(pl.col("name").cast(pl.Categorical), "repeat", "duration_ms",
+                       success_expr().fill_null(False).alias("ok"))
+    # one read of the files for both: each name's requests, and the successful rows alone
+    counts, ok = pl.collect_all([
+        rows.group_by("name").agg(pl.len().alias("requests")),
+        rows.filter(pl.col("ok") & pl.col("name").is_not_null())
+            .select("name", "repeat", "duration_ms")])
+    read = int(counts["requests"].sum())
+    counts = counts.filter(pl.col("name").is_not_null())
+    if counts.is_empty():
         return read, {}
-    names = frame["name"].unique(maintain_order=True)
     # category codes and repeats as 0..k-1, through lookup tables
-    dense = _lookup(names.to_physical().to_numpy())
-    name_of = dict(enumerate(names.cast(pl.String).to_list()))
-    repeat_values = np.sort(frame["repeat"].unique().to_numpy())
-    per_name = len(repeat_values)
-    requests = np.bincount(dense[frame["name"].to_physical().to_numpy()],
-                           minlength=len(name_of))
-    ok = frame.filter("ok")
-    del frame
-    group = dense[ok["name"].to_physical().to_numpy()] * per_name
+    dense = _lookup(counts["name"].to_physical().to_numpy())
+    name_of = dict(enumerate(counts["name"].cast(pl.String).to_list()))
+    requests = counts["requests"].to_numpy()
+    repeat_values = np.sort(ok["repeat"].unique().to_numpy())
+    per_name = max(len(repeat_values), 1)
+    group = dense[ok["name"].to_physical().to_numpy()]
+    group *= per_name
     group += _lookup(repeat_values)[ok["repeat"].to_numpy()]
     groups = len(name_of) * per_name
     ordered = ok["duration_ms"].to_numpy()[_group_order(group, groups)]
@@ -113,8 +115,8 @@ def _stage_arms(scan: pl.LazyFrame, min_successes: int) -> tuple[int, dict[str, 
 def _lookup(values: np.ndarray) -> np.ndarray:
     """A table that maps each of ``values`` (distinct non-negative integers) to its index."""
     values = values.astype(np.int64)
-    table = np.zeros(int(values.max()) + 1 if len(values) else 1, dtype=np.int64)
-    table[values] = np.arange(len(values))
+    table = np.zeros(int(values.max()) + 1 if len(values) else 1, dtype=np.int32)
+    table[values] = np.arange(len(values), dtype=np.int32)
     return table
 
 

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from . import aggregate
 from .achievements import AchievementOptions, build_achievement, update_feed, write_achievement
 from .compare import Comparison, Slo, compare_runs
+from .compare_child import compare_in_child
 from .endpoints import endpoint_rows, rows_to_json
 from .errors import ReportError, RunStoreError, UsageError
-from .handoff import release_samples
 from .progress import Progress
 from .site import build_site
 from .store import PROJECT_ROOT, Run, load_run, slug, utcnow
@@ -296,8 +297,9 @@ def _make_report(base: Run, cand: Run, out: Path, slo: Slo, options: Achievement
                  probe: tuple[Run, Run] | None, progress: Progress,
                  kernel: WarmKernel | None) -> None:
     progress.line(f"report: comparing {base.run_id} and {cand.run_id}")
-    comparison = compare_runs(base, cand, slo=slo)
-    release_samples(comparison)  # the figures stay; the memory of one value per request goes
+    # in a process of its own, whose memory all goes back when it ends (compare_child.py):
+    # this one then reads the requests again with its memory free for it
+    comparison = compare_in_child(base, cand, slo)
     title = title or options.title or experiment_title(base, cand) or \
         f"{cand.label} vs {base.label}"
     options.title = options.title or title
@@ -314,7 +316,8 @@ def _make_report(base: Run, cand: Run, out: Path, slo: Slo, options: Achievement
     # what every format shows, made once from the requests: the notebook reads it back from
     # comparison.json instead of reading every request again
     progress.line("report: per-endpoint figures and chart inputs")
-    handed = {**comparison.to_dict(), "endpoints": rows_to_json(endpoint_rows(comparison)),
+    rows = endpoint_rows(comparison)
+    handed = {**comparison.to_dict(), "endpoints": rows_to_json(rows),
               "chart_inputs": chart_inputs(comparison)}
     comparison_path = out / "comparison.json"
     comparison_path.write_text(json.dumps(handed, indent=2, default=_json_default),
@@ -352,7 +355,6 @@ def _make_report(base: Run, cand: Run, out: Path, slo: Slo, options: Achievement
 def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
     """The charts' aggregated inputs of both runs (latency over time, the headline stage's
     latency histogram), made here once, for the notebook's kernel."""
-    from . import aggregate
 
     def make(run: Run) -> None:
         if run.usable_stages():

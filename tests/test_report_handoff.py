@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -161,3 +163,16 @@ def test_a_report_that_fails_after_its_kernel_started_leaves_no_kernel(tmp_path:
     assert not list(Path(tempfile.gettempdir()).glob("loadproof-kernel-*.log")) or all(
         p.stat().st_mtime < blocker.stat().st_mtime
         for p in Path(tempfile.gettempdir()).glob("loadproof-kernel-*.log"))
+
+
+def test_the_comparisons_process_hands_its_error_back_as_it_was(tmp_path: Path) -> None:
+    broken = tmp_path / "baseline"
+    shutil.copytree(SAMPLE / "baseline", broken)
+    next(broken.glob("stages/*/requests.parquet")).write_text("not parquet")
+    out = subprocess.run([sys.executable, "-m", "loadproof.cli", "report", str(broken),
+                          str(SAMPLE / "optimized"), "--out", str(tmp_path / "report"),
+                          "--reports-dir", str(tmp_path / "reports"), "--formats", "md"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 5, out.stderr  # RunStoreError's code, from the child
+    assert "cannot read request data" in out.stderr and "Traceback" not in out.stderr
+    assert _kernels() == []
