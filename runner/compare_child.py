@@ -24,8 +24,8 @@ from . import errors
 from .compare import Comparison, Slo
 from .store import Run
 
-# the child's own allocator setting: its memory all goes back at its exit anyway, and freed
-# pages returned at once keep its peak low while it compares
+# the child's own allocator setting, whatever its parent's: its memory all goes back at its
+# exit anyway, and freed pages returned at once keep its peak low while it compares
 _CHILD_ALLOCATOR = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 
@@ -38,8 +38,7 @@ class ComparisonProcess:
     def __init__(self, baseline: Run, candidate: Run, slo: Slo) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="loadproof-compare-")
         self._out = Path(self._folder.name) / "comparison.json"
-        env = dict(os.environ)
-        env.setdefault("_RJEM_MALLOC_CONF", _CHILD_ALLOCATOR)
+        env = {**os.environ, "_RJEM_MALLOC_CONF": _CHILD_ALLOCATOR}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "loadproof.compare_child", str(self._out),
              str(baseline.path), str(candidate.path), repr(slo.p95_ms), repr(slo.success),
