@@ -183,13 +183,24 @@ def _signature(run: Run, key: str | None = None) -> tuple[object, ...]:
     return tuple(out)
 
 
-def kept_to_json() -> list[dict[str, Any]]:
-    """The chart inputs this process has made, for another process to use (``loadproof
-    report`` hands them to the notebook beside the comparison): each with the request files'
-    signature it was made from, so nothing is used for files that have changed since."""
+def chart_keys(run: Run, headline_stage: str | None) -> list[tuple[object, ...]]:
+    """The keys under which the run's chart inputs are kept (latency over time, and the
+    headline stage's histogram when there is one), as its request files are now."""
+    keys: list[tuple[object, ...]] = [("over_time", MAX_BINS, *_signature(run))]
+    if headline_stage is not None:
+        keys.append(("histogram", *_signature(run, headline_stage)))
+    return keys
+
+
+def kept_to_json(keys: list[tuple[object, ...]]) -> list[dict[str, Any]]:
+    """The chart inputs kept under ``keys`` (chart_keys), for another process to use
+    (``loadproof report`` hands them to the notebook beside the comparison): each with the
+    request files' signature it was made from, so nothing is used for files that have changed
+    since. Keys kept for other runs of this process are left out."""
     out = []
-    for key, value in _MEMO.items():
-        if not all(isinstance(part, (str, int, type(None))) for part in key):
+    for key in keys:
+        value = _MEMO.get(key)
+        if value is None or not all(isinstance(part, (str, int, type(None))) for part in key):
             continue
         frame, extra = (value[0], {"spans": value[1], "width": value[2]}) \
             if key[0] == "over_time" else (value, {})

@@ -363,9 +363,11 @@ def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
             aggregate.latency_histogram(run, comparison.headline_stage)
 
     # the two runs side by side: the heavy parts (parquet scans, sorts) release the GIL
+    runs = (comparison.baseline, comparison.candidate)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(make, (comparison.baseline, comparison.candidate)))
-    return aggregate.kept_to_json()
+        list(pool.map(make, runs))
+    return aggregate.kept_to_json([key for run in runs for key in aggregate.chart_keys(
+        run, comparison.headline_stage)])
 
 
 def _load_exporters(pdf: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -134,11 +135,32 @@ def test_the_notebook_uses_what_the_report_handed_it_while_the_files_are_unchang
     # a request file written again since is read again
     aggregate._MEMO.clear()
     read_comparison(out / "comparison.json")
-    before = len(aggregate._MEMO)
+    before = set(aggregate._MEMO)
     stage_file = next((runs / "baseline").glob("stages/*/requests.parquet"))
     stage_file.write_bytes(stage_file.read_bytes())
+    later = stage_file.stat().st_mtime_ns + 1_000_000_000  # a coarse clock may not move
+    os.utime(stage_file, ns=(later, later))
     aggregate.quantiles_over_time(base)
-    assert len(aggregate._MEMO) == before + 1
+    made = set(aggregate._MEMO) - before
+    assert len(made) == 1 and next(iter(made))[0] == "over_time"
+
+
+def test_the_report_hands_over_only_its_own_runs_chart_inputs(tmp_path: Path) -> None:
+    """What other runs this process aggregated before (a notebook, a test) stays out of the
+    comparison's file."""
+    other = load_run(SAMPLE / "optimized")
+    aggregate._MEMO.clear()
+    aggregate.quantiles_over_time(other)
+    runs = tmp_path / "runs"
+    for name in ("baseline", "optimized"):
+        shutil.copytree(SAMPLE / name, runs / name)
+    out = make_report(runs / "baseline", runs / "optimized", out_dir=tmp_path / "report",
+                      reports_dir=tmp_path / "reports", formats="md", runs_dir=runs)
+    handed = json.loads((out / "comparison.json").read_text())
+    paths = {part for item in handed["chart_inputs"] for part in item["key"]
+             if isinstance(part, str) and part.endswith(".parquet")}
+    assert paths and all(str(runs) in path for path in paths)
+    assert {item["key"][0] for item in handed["chart_inputs"]} == {"over_time", "histogram"}
 
 
 def read_comparison_without_rows(path: Path) -> Comparison:
