@@ -41,7 +41,7 @@ TEST_WORKERS ?= 2
 test: install lint
 	status=0; \
 	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope || status=$$?; \
-	$(BIN)/pytest -m slow || status=$$?; \
+	$(BIN)/pytest -m slow --durations=15 || status=$$?; \
 	exit $$status
 
 # What a fresh machine sees: the system libraries WeasyPrint can do without are made

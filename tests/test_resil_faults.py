@@ -46,14 +46,15 @@ def test_command_fault_over_two_generators_measures_the_known_recovery(runs_dir:
     # (the one-generator test in test_faults.py checks the exact figure)
     assert figures.recovered and figures.recovery_s is not None, figures
     assert RECOVERY_S <= figures.recovery_s <= RECOVERY_S + 1.0, figures
-    # the only successes in the window are requests in flight when the fault began: at most
-    # one per virtual user (4), however many requests the window holds
-    assert figures.success_during_fault is not None
+    # the window opens when the start command starts: the only successes in it are requests
+    # answered before the command reached the server (a shell and a Python start, slow on a
+    # busy machine) or in flight as it flipped; the rest of the window fails
     in_window = requests.filter(
         (pl.col("timestamp") >= pl.lit(figures.fault_started_at).str.to_datetime(time_zone="UTC"))
         & (pl.col("timestamp") < pl.lit(figures.fault_stopped_at).str.to_datetime(time_zone="UTC")))
     assert in_window.height > 20
-    assert figures.success_during_fault * in_window.height <= 4 + 1e-9, figures
+    assert figures.success_during_fault is not None and figures.success_during_fault <= 0.15, \
+        figures
     assert figures.time_to_first_error_s is not None and figures.time_to_first_error_s < 1.0
     assert 1.9 <= figures.fault_s <= 4.0  # the 2 s fault plus its stop command
     assert figures.failed_outside_fault <= 2
