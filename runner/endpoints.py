@@ -8,7 +8,6 @@ not corrected across endpoints and are never a headline claim: a table to read, 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -181,10 +180,9 @@ def _rows(comparison: Comparison) -> list[EndpointRow]:
     least = comparison.capacity.slo.min_successes
     # each arm's figures per stage and name, aggregated where the rows are read
     keys = [stage.key for stage in comparison.stages]
-    # the two runs side by side: the heavy parts (parquet reads, sorts) release the GIL
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        groups = list(pool.map(lambda run: _arms(run, keys, least),
-                               (comparison.baseline, comparison.candidate)))
+    # one run after the other, as the report's chart inputs (report.chart_inputs): memory
+    # for one run's rows at a time
+    groups = [_arms(run, keys, least) for run in (comparison.baseline, comparison.candidate)]
     if groups[0] is None or groups[1] is None:
         return []
     rows = []

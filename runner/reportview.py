@@ -626,7 +626,7 @@ def _trace_cell(column: str, value: Any) -> str:
 def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: str,
                     probe: Comparison | None = None) -> str:
     """report.md: the HTML report's sections in the same order, charts as their alt text."""
-    from . import charts
+    from . import chartdata
     from .outcome import threshold_lines
     from .summary import METHOD_TEXT, caveats, integrity_rows, methodology_rows, talking_points
 
@@ -635,11 +635,7 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
     claimed = _text(tiles(achievement).replace("</div></div>", "; "))
     if claimed:
         out += [f"**Claims:** {claimed.strip('; ')}", ""]
-    main = charts.main_latency(c)
-    import matplotlib.pyplot as plt
-
-    plt.close(main.figure)
-    out += [f"*Chart: {main.alt}*", "", f"**What changed** ({c.baseline.label} → "
+    out += [f"*Chart: {chartdata.main_latency(c).alt}*", "", f"**What changed** ({c.baseline.label} → "
             f"{c.candidate.label}):", ""]
     out += [f"- {_text(item)}" for item in changed_items(c)] or ["- no recorded setting differs"]
     out += ["", _text(evidence_line(c)), "", _text(runs_line(c)), "", "## Results by stage", ""]
@@ -677,18 +673,14 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
         out += ["These runs carry no request names: no per-endpoint split.", ""]
     out += ["## Charts", ""]
     for name in ("latency_over_time", "latency_ecdf", "throughput_vs_load"):
-        drawn = charts.ALL_CHARTS[name](c)
-        plt.close(drawn.figure)
-        out += [f"- {drawn.alt}"]
+        out += [f"- {chartdata.PLANS[name](c).alt}"]
     out += ["", "## Capacity", ""]
     out += _capacity_md("Stage plan", c)
     if probe is not None:
         # when the comparison carries the capacity searches' ratio, the probe adds its traces
         out += _capacity_md("Arrival-rate probe", probe,
                             table=c.capacity.basis != "search")
-        drawn = charts.ALL_CHARTS["latency_vs_load"](probe)
-        plt.close(drawn.figure)
-        out += [f"*Chart: {drawn.alt}*", ""]
+        out += [f"*Chart: {chartdata.latency_vs_load(probe).alt}*", ""]
     notes = caveats(c)
     if probe is not None:
         notes += [f"probe {n}" for n in plain_notes(probe, caveats(probe))]
