@@ -29,6 +29,11 @@ def _files(run: Run, key: str | None = None) -> list[Path]:
     return list(dict.fromkeys(run.path / r["requests_file"] for r in records))
 
 
+# one whole-run read at a time: two runs aggregated side by side overlap one's read with the
+# other's sorting, never two reads' buffers
+READS = threading.Lock()
+
+
 def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
     return frame.collect(engine="streaming")
 
@@ -131,7 +136,8 @@ def quantiles_over_time(run: Run, max_bins: int | None = MAX_BINS) \
     ok = pl.col("status").is_between(200, 399) | (pl.col("status").is_null()
                                                    & pl.col("expected").fill_null(False))
     bin_of = (pl.col("timestamp") - start).dt.total_milliseconds() // (1000 * width)
-    answered = scan.filter(ok).select(bin_of.alias("bin"), "duration_ms").collect()
+    with READS:
+        answered = scan.filter(ok).select(bin_of.alias("bin"), "duration_ms").collect()
     binned = _binned_quantiles(answered["bin"].to_numpy(), answered["duration_ms"].to_numpy(),
                                width)
     del answered

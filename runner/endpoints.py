@@ -8,13 +8,14 @@ not corrected across endpoints and are never a headline claim: a table to read, 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from . import stats
+from . import aggregate, stats
 from .aggregate import success_expr
 from .compare import Comparison
 from .store import Run
@@ -72,10 +73,11 @@ def _stage_arms(scan: pl.LazyFrame, min_successes: int) -> tuple[int, dict[str, 
     rows = scan.select(pl.col("name").cast(pl.Categorical), "repeat", "duration_ms",
                        success_expr().fill_null(False).alias("ok"))
     # one read of the files for both: each name's requests, and the successful rows alone
-    counts, ok = pl.collect_all([
-        rows.group_by("name").agg(pl.len().alias("requests")),
-        rows.filter(pl.col("ok") & pl.col("name").is_not_null())
-            .select("name", "repeat", "duration_ms")])
+    with aggregate.READS:
+        counts, ok = pl.collect_all([
+            rows.group_by("name").agg(pl.len().alias("requests")),
+            rows.filter(pl.col("ok") & pl.col("name").is_not_null())
+                .select("name", "repeat", "duration_ms")])
     read = int(counts["requests"].sum())
     counts = counts.filter(pl.col("name").is_not_null())
     if counts.is_empty():
@@ -180,9 +182,11 @@ def _rows(comparison: Comparison) -> list[EndpointRow]:
     least = comparison.capacity.slo.min_successes
     # each arm's figures per stage and name, aggregated where the rows are read
     keys = [stage.key for stage in comparison.stages]
-    # one run after the other, as the report's chart inputs (report.chart_inputs): memory
-    # for one run's rows at a time
-    groups = [_arms(run, keys, least) for run in (comparison.baseline, comparison.candidate)]
+    # the two runs side by side, one read at a time (aggregate.READS), as the report's chart
+    # inputs (report.chart_inputs)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        groups = list(pool.map(lambda run: _arms(run, keys, least),
+                               (comparison.baseline, comparison.candidate)))
     if groups[0] is None or groups[1] is None:
         return []
     rows = []

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -361,12 +362,13 @@ def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
         if comparison.headline_stage is not None:
             aggregate.latency_histogram(run, comparison.headline_stage)
 
-    # one run after the other: polars already reads each on every core, and the two side by
-    # side held both runs' rows at once (measured at 10 M requests per arm: report peak
-    # 1,339-1,447 MiB side by side, 917-948 MiB one after the other, the step ~0.7 s longer)
+    # the two runs side by side, one whole-run read at a time (aggregate.READS): one run's
+    # read overlaps the other's sorting. Measured at 10 M requests per arm, the report's peak
+    # and wall time: 1,339-1,447 MiB, 17.7-20.7 s with both reads at once; 917-970 MiB,
+    # 18.3-21.4 s one run after the other; 1,137-1,199 MiB, 15.1-16.1 s so.
     runs = (comparison.baseline, comparison.candidate)
-    for run in runs:
-        make(run)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(make, runs))
     return aggregate.kept_to_json([key for run in runs for key in aggregate.chart_keys(
         run, comparison.headline_stage)])
 
