@@ -15,6 +15,12 @@ the exact bucket percentiles, the weights drawn ahead and the column-by-column f
 5.60 s wall, 6.36 and 6.95 CPU-s, 975 and 979 MiB peak; after, 4.00 and 3.78 s, 5.82 and
 5.47 CPU-s, 605 and 607 MiB (same JSON, byte for byte).
 
+`report` (HTML, PDF, Markdown) at 10 M requests per arm, median of 3 at a load average of 1.4:
+15.1 s wall, 21.2 CPU-s, 1,180 MiB peak, report.html 1,237 KiB (the same report.md,
+comparison.json and HTML as before on the shipped samples). Before report.md took the charts'
+alt text from their plans and the runs' reads were kept apart, one read at a time: 20.6 s
+(median of 3, load 1.8) and 1,339-1,447 MiB in single runs.
+
     python bench/scale.py [--sizes 1000000,3000000,10000000] [--rounds 1] [--repeats 1]
                           [--formats html,pdf,md] [--keep DIR]
 """

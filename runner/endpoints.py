@@ -92,8 +92,10 @@ def _stage_arms(scan: pl.LazyFrame, min_successes: int) -> tuple[int, dict[str, 
     group *= per_name
     group += _lookup(repeat_values)[ok["repeat"].to_numpy()]
     groups = len(name_of) * per_name
-    ordered = ok["duration_ms"].to_numpy()[_group_order(group, groups)]
-    del ok
+    latencies = ok["duration_ms"].to_numpy()
+    del ok  # the names and repeats are in ``group`` now
+    ordered = latencies[_group_order(group, groups)]
+    del latencies
     edges = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=groups))])
     del group
     least = max(min_successes, 1)
