@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -113,14 +114,20 @@ def _answered_seconds(run: Run) -> pl.DataFrame:
         pl.col("duration_ms").alias("ms")).collect()
 
 
-def test_the_notebook_uses_what_the_report_handed_it_while_the_files_are_unchanged(
-        tmp_path: Path) -> None:
+def _report_of_copies(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """A Markdown report of copies of the samples: (the runs' folder, the report's folder,
+    its comparison.json)."""
     runs = tmp_path / "runs"
     for name in ("baseline", "optimized"):
         shutil.copytree(SAMPLE / name, runs / name)
     out = make_report(runs / "baseline", runs / "optimized", out_dir=tmp_path / "report",
                       reports_dir=tmp_path / "reports", formats="md", runs_dir=runs)
-    handed = json.loads((out / "comparison.json").read_text())
+    return runs, out, json.loads((out / "comparison.json").read_text())
+
+
+def test_the_notebook_uses_what_the_report_handed_it_while_the_files_are_unchanged(
+        tmp_path: Path) -> None:
+    runs, out, handed = _report_of_copies(tmp_path)
     assert handed["endpoints"] and handed["chart_inputs"]
     aggregate._MEMO.clear()
     comparison = read_comparison(out / "comparison.json")
@@ -151,12 +158,7 @@ def test_the_report_hands_over_only_its_own_runs_chart_inputs(tmp_path: Path) ->
     other = load_run(SAMPLE / "optimized")
     aggregate._MEMO.clear()
     aggregate.quantiles_over_time(other)
-    runs = tmp_path / "runs"
-    for name in ("baseline", "optimized"):
-        shutil.copytree(SAMPLE / name, runs / name)
-    out = make_report(runs / "baseline", runs / "optimized", out_dir=tmp_path / "report",
-                      reports_dir=tmp_path / "reports", formats="md", runs_dir=runs)
-    handed = json.loads((out / "comparison.json").read_text())
+    runs, out, handed = _report_of_copies(tmp_path)
     paths = {part for item in handed["chart_inputs"] for part in item["key"]
              if isinstance(part, str) and part.endswith(".parquet")}
     assert paths and all(str(runs) in path for path in paths)
