@@ -243,7 +243,8 @@ def latency_over_time(comparison: Comparison) -> Chart:
     for ax, line in zip(axes[:, 0], lines, strict=True):
         colour = PALETTE.get(line.role, PALETTE["candidate"])
         frame = _frame(line)
-        for index, (start, end, label) in enumerate(frame.attrs.get("spans") or []):
+        # a run's stages are drawn even when none of them had a successful answer
+        for index, (start, end, label) in enumerate(line.spans):
             ax.axvspan(start, end, color="#e8edf3" if index % 2 == 0 else "#f5f7fa", lw=0)
             ax.text((start + end) / 2, 1.0, label, transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=10, color="#333")

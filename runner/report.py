@@ -366,7 +366,9 @@ def chart_inputs(comparison: Comparison) -> list[dict[str, Any]]:
     # read overlaps the other's sorting. Measured at 10 M requests per arm, the report's peak
     # and wall time: 1,339-1,447 MiB, 17.7-20.7 s with both reads at once; 917-970 MiB,
     # 18.3-21.4 s one run after the other; 1,137-1,199 MiB, 15.1-16.1 s so.
-    runs = (comparison.baseline, comparison.candidate)
+    # a run compared with itself is read, and handed over, once
+    runs = tuple({run.path.resolve(): run for run in (comparison.baseline,
+                                                      comparison.candidate)}.values())
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(make, runs))
     return aggregate.kept_to_json([key for run in runs for key in aggregate.chart_keys(

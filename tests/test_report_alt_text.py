@@ -65,6 +65,18 @@ def test_a_single_run_chart_names_the_run(tmp_path: Path) -> None:
     assert "for the run solo" in chart.alt and "one stage, 5 virtual users" in chart.alt
 
 
+def test_a_run_without_successes_still_shows_its_stages_over_time(tmp_path: Path) -> None:
+    good = make_run(tmp_path, "good", {"s1-10vus": (10, [20.0] * 40, [200] * 40),
+                                       "s2-20vus": (20, [30.0] * 40, [200] * 40)})
+    failed = make_run(tmp_path, "failed", {"s1-10vus": (10, [5.0] * 40, [500] * 40),
+                                           "s2-20vus": (20, [5.0] * 40, [500] * 40)})
+    chart = ALL_CHARTS["latency_over_time"](compare_runs(good, failed))
+    plt.close(chart.figure)
+    shown = [[text.get_text() for text in ax.texts] for ax in chart.figure.axes]
+    assert shown == [["10 users", "20 users"], ["10 users", "20 users"]], shown
+    assert "failed (candidate) no successful answers" in chart.alt
+
+
 def test_exported_report_has_alt_text_on_every_image(sample_report: tuple[Path, Path, str],
                                                      tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:

@@ -200,3 +200,13 @@ def test_the_comparisons_process_hands_its_error_back_as_it_was(tmp_path: Path) 
     assert out.returncode == 5, out.stderr  # RunStoreError's code, from the child
     assert "cannot read request data" in out.stderr and "Traceback" not in out.stderr
     assert _kernels() == []
+
+
+def test_a_run_compared_with_itself_is_handed_over_once() -> None:
+    from loadproof.compare import compare_runs
+    from loadproof.report import chart_inputs
+
+    run = load_run(SAMPLE / "baseline")
+    aggregate._MEMO.clear()
+    keys = [tuple(item["key"]) for item in chart_inputs(compare_runs(run, run))]
+    assert keys and len(keys) == len(set(keys)), keys
