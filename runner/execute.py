@@ -446,8 +446,12 @@ class RunSession:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
                                         cwd=cwd, start_new_session=True)
                 started = time.monotonic()
-                while proc.poll() is None:
-                    time.sleep(1.0)
+                while True:
+                    try:  # back as soon as k6 exits, else once a second for the status line
+                        proc.wait(timeout=1.0)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
                     tail.poll()
                     elapsed = time.monotonic() - started
                     # k6 appends to its CSV about once a second: rate over the last window

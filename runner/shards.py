@@ -188,7 +188,10 @@ def drive(session: RunSession, cmd: list[str], env: Mapping[str, str], stage_dir
                               + ", ".join(s.segment for s in shards))
         started = time.monotonic()
         while any(p.poll() is None for p in procs):
-            time.sleep(1.0)
+            # back as soon as the last generator exits, else once a second for the status line
+            tick = time.monotonic() + 1.0
+            while time.monotonic() < tick and any(p.poll() is None for p in procs):
+                time.sleep(0.05)
             _note_ended(shards, procs)
             recent = errors = limited = 0
             for tail in tails:
