@@ -566,6 +566,12 @@ def plain_keys(comparison: Comparison, text: str) -> str:
 
 # --- the Markdown report: everything the HTML says, as text ---------------------------------
 
+def claims_text(achievement: dict[str, Any]) -> str:
+    """The tiles as one line of text: "1.57x p95 latency: improved; ..." (value, then what)."""
+    return _text(tiles(achievement).replace("</div><div class='k'>", " ")
+                 .replace("</div></div>", "; ")).strip("; ")
+
+
 def _text(fragment: str) -> str:
     import re
 
@@ -632,9 +638,9 @@ def report_markdown(comparison: Comparison, achievement: dict[str, Any], title: 
 
     c = comparison
     out = [f"# {title}", "", _text(headline_sentence(c, probe)), ""]
-    claimed = _text(tiles(achievement).replace("</div></div>", "; "))
+    claimed = claims_text(achievement)
     if claimed:
-        out += [f"**Claims:** {claimed.strip('; ')}", ""]
+        out += [f"**Claims:** {claimed}", ""]
     out += [f"*Chart: {chartdata.main_latency(c).alt}*", "", f"**What changed** ({c.baseline.label} → "
             f"{c.candidate.label}):", ""]
     out += [f"- {_text(item)}" for item in changed_items(c)] or ["- no recorded setting differs"]

@@ -103,3 +103,13 @@ def test_exported_report_has_alt_text_on_every_image(sample_report: tuple[Path, 
     for alt, words in zip(alts, ["p50 and p95 latency", "per second", "ECDF", "goodput",
                                  "latency"], strict=True):
         assert words in alt
+
+
+def test_claims_line_separates_each_value_from_what_it_measures() -> None:
+    from loadproof.reportview import claims_text
+
+    achievement = {"measurements": {"capacity_increase": {"verdict": "improved"},
+                                    "latency_improvement": {"verdict": "trade-off"}},
+                   "metrics": {"capacity_increase": "≥1.00x", "latency_improvement": "1.57x (p95)"}}
+    assert claims_text(achievement) == \
+        "1.57x p95 latency: trade-off; ≥1.00x capacity under SLO: improved"
