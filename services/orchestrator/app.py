@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from .api.routes import health, tasks
 from .db import create_schema, make_engine, worker_view
+from .fastpath import FastPath
+from .groupcommit import GroupCommit
 from .middleware import ServiceMiddleware
 from .resilience import AdaptiveLimit, BreakerState, CircuitBreaker, TokenBucket
 from .settings import Settings
@@ -53,6 +56,9 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
                          admission=admission)
         if settings.db_concurrency:
             state.bulkhead = asyncio.Semaphore(settings.db_concurrency)
+        if settings.group_commit:
+            state.submits = GroupCommit(state.db, flushers=settings.group_commit_flushers,
+                                        max_rows=settings.group_commit_max_rows)
         app.state.orchestrator = state
         for _ in range(settings.workers):
             state.worker_tasks.append(asyncio.create_task(
@@ -82,7 +88,16 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
         return JSONResponse({"detail": "internal server error",
                              "error": exc.__class__.__name__}, status_code=500)
 
-    app.add_middleware(ServiceMiddleware, telemetry=telemetry,
-                       max_body_bytes=settings.max_body_bytes, limiter=limiter,
-                       admission=admission)
+    app.state.telemetry, app.state.limiter, app.state.admission = telemetry, limiter, admission
     return app
+
+
+def service_app(settings: Settings, database_url: str, *, process_index: int = 0) -> ASGIApp:
+    """What the server runs: admission control, the body limit and the request metrics in
+    front of everything (a refused request costs no more than the 429), then the fast path
+    of the hottest routes when the profile has it, then the FastAPI application."""
+    app = create_app(settings, database_url, process_index=process_index)
+    inner: ASGIApp = FastPath(app) if settings.fast_path else app
+    return ServiceMiddleware(inner, telemetry=app.state.telemetry,
+                             max_body_bytes=settings.max_body_bytes, limiter=app.state.limiter,
+                             admission=app.state.admission)

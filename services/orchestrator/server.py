@@ -53,9 +53,9 @@ def _serve_socket(settings: Settings, url: str, sock: socket.socket, *, announce
     """One service process on ``sock`` until SIGINT/SIGTERM; print ``announce`` once serving."""
     import uvicorn
 
-    from .app import create_app
+    from .app import service_app
 
-    config = uvicorn.Config(create_app(settings, url, process_index=index), log_level="warning",
+    config = uvicorn.Config(service_app(settings, url, process_index=index), log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5,
                             backlog=4096)
     server = _Server(config)

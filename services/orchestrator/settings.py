@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     # Python's cyclic GC: freeze start-up objects and collect young objects less often, so
     # full collections (pauses of tens of ms on a busy heap) are rare; off keeps defaults
     gc_tuning: bool = False
+    # POST /task and GET /task/{id} as plain ASGI (fastpath.py)
+    fast_path: bool = False
+    # submissions that arrive together share one INSERT and one commit (groupcommit.py):
+    # at most group_commit_flushers such transactions at once, of up to group_commit_max_rows
+    group_commit: bool = False
+    group_commit_flushers: int = Field(default=2, ge=1, le=100)
+    group_commit_max_rows: int = Field(default=200, ge=1, le=10_000)
 
     # request limits
     max_body_bytes: int = Field(default=1_000_000, ge=1)

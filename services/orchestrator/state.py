@@ -14,6 +14,7 @@ import sqlalchemy.exc
 from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .groupcommit import GroupCommit
 from .resilience import AdaptiveLimit, BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
 from .settings import Settings
 from .telemetry import Telemetry
@@ -41,6 +42,7 @@ class AppState:
     breaker: CircuitBreaker | None
     bulkhead: asyncio.Semaphore | None = None
     admission: AdaptiveLimit | None = None
+    submits: GroupCommit | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

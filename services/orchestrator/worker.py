@@ -15,13 +15,22 @@ from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-CLAIM = ("SELECT id, persona_id, task_type, payload FROM tasks WHERE status = 'queued' "
-         "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED")
-PERSONAS = "SELECT id, name FROM personas WHERE id = ANY($1::text[])"
-INSERT_RESULT = "INSERT INTO task_results (task_id, output, tokens) VALUES ($1, $2, $3)"
-FINISH = ("UPDATE tasks AS t SET status = f.status, error = f.error, started_at = now(), "
-          "finished_at = now() FROM unnest($1::uuid[], $2::text[], $3::text[]) "
-          "AS f(id, status, error) WHERE t.id = f.id")
+# Claim a batch with each task's persona name (NULL: unknown persona); the rows stay locked
+# until the transaction ends, and other workers skip them.
+CLAIM = ("SELECT t.id, t.persona_id, t.task_type, t.payload, p.name AS persona_name "
+         "FROM (SELECT id, persona_id, task_type, payload FROM tasks WHERE status = 'queued' "
+         "ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) AS t "
+         "LEFT JOIN personas p ON p.id = t.persona_id")
+# Finish the batch in one statement: the results of the tasks done and every task's status.
+# One statement instead of a result INSERT per task and an UPDATE: measured at 600 tasks/s,
+# the workers' share of PostgreSQL's CPU was about 0.5 ms per task with one INSERT each.
+FINISH = (
+    "WITH f AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+    "$5::int[]) AS f(id, status, error, output, tokens)), "
+    "results AS (INSERT INTO task_results (task_id, output, tokens) "
+    "SELECT id, output, tokens FROM f WHERE status = 'done') "
+    "UPDATE tasks AS t SET status = f.status, error = f.error, started_at = now(), "
+    "finished_at = now() FROM f WHERE t.id = f.id")
 
 
 def agent_output(persona_name: str, task_type: str, payload: object) -> tuple[str, int]:
@@ -55,33 +64,32 @@ async def _claim_and_finish(conn: Any, batch: int) -> list[bool]:
         claimed = await conn.fetch(CLAIM, batch)
         if not claimed:
             return []
-        ids = list({row["persona_id"] for row in claimed})
-        names = {row["id"]: row["name"] for row in await conn.fetch(PERSONAS, ids)}
-        results = []
-        finish_ids: list[Any] = []
+        ids: list[Any] = []
         statuses: list[str] = []
         errors: list[str | None] = []
-        outcome: list[bool] = []
+        outputs: list[str | None] = []
+        tokens: list[int | None] = []
         for row in claimed:
-            name = names.get(row["persona_id"])
-            finish_ids.append(row["id"])
+            name = row["persona_name"]
+            ids.append(row["id"])
             if name is None:
                 statuses.append("failed")
                 errors.append(f"unknown persona {row['persona_id']!r}")
-                outcome.append(False)
+                outputs.append(None)
+                tokens.append(None)
                 continue
             payload = row["payload"]
             if isinstance(payload, str):  # without a jsonb codec asyncpg hands over text
                 payload = json.loads(payload)
-            output, tokens = agent_output(name, row["task_type"], payload)
-            results.append((row["id"], output, tokens))
+            output, count = agent_output(name, row["task_type"], payload)
             statuses.append("done")
             errors.append(None)
-            outcome.append(True)
-        if results:
-            await conn.executemany(INSERT_RESULT, results)
-        await conn.execute(FINISH, finish_ids, statuses, errors)
-    return outcome
+            outputs.append(output)
+            tokens.append(count)
+        await conn.execute(FINISH, ids, statuses, errors, outputs, tokens)
+    return [status == "done" for status in statuses]
+
+
 async def worker_loop(engine: AsyncEngine, batch: int, idle_sleep_s: float,
                       telemetry: Telemetry, stopping: asyncio.Event) -> None:
     backoff = idle_sleep_s

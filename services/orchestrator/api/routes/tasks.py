@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from ...state import AppState
 from ..deps import StateDep
 
 router = APIRouter()
@@ -25,6 +26,17 @@ LIST_TASKS = (
     "SELECT id, persona_id, task_type, status, created_at FROM tasks "
     "WHERE ($1::text IS NULL OR persona_id = $1) ORDER BY created_at DESC LIMIT $2"
 )
+
+
+async def insert_task(state: AppState, task_id: uuid.UUID, persona_id: str, task_type: str,
+                      payload: str | None) -> None:
+    """Store a submitted task: in the next group commit when the profile has it, else in a
+    transaction of its own. Returns once it is committed."""
+    if state.submits is not None:
+        await state.submits.insert((task_id, persona_id, task_type, payload))
+        return
+    async with state.db() as conn:
+        await conn.execute(INSERT_TASK, task_id, persona_id, task_type, payload)
 
 
 class TaskIn(BaseModel):
@@ -68,8 +80,7 @@ async def submit_task(task: TaskIn, state: StateDep) -> Response:
     """Queue a task for the agent workers."""
     task_id = uuid.uuid4()
     payload = json.dumps(task.payload) if task.payload is not None else None
-    async with state.db() as conn:
-        await conn.execute(INSERT_TASK, task_id, task.persona_id, task.task_type, payload)
+    await insert_task(state, task_id, task.persona_id, task.task_type, payload)
     # The acknowledgement is written by hand: it is the hottest response of the service.
     body = b'{"task_id":"%s","status":"queued"}' % str(task_id).encode()
     return Response(body, status_code=201, media_type="application/json")
