@@ -121,9 +121,11 @@ def test_profiles_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     opt = load_settings("optimized")
     assert (opt.pool_size, opt.max_overflow, opt.pool_timeout_s, opt.pool_recycle_s,
             opt.pool_pre_ping) == (10, 20, 30.0, 3600, True)
-    assert not opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
+    assert opt.admission_enabled and opt.breaker_enabled and opt.separate_worker_pool
     assert not opt.rate_limit_enabled  # the hard cap is a switch, off by default
-    assert (opt.processes, load_settings("baseline").processes) == (2, 1)
+    assert opt.group_commit and opt.fast_path and opt.processes == 1
+    base0 = load_settings("baseline")
+    assert not (base0.group_commit or base0.fast_path or base0.admission_enabled)
     base = load_settings("baseline")
     assert (base.pool_size, base.max_overflow, base.rate_limit_enabled, base.breaker_enabled,
             base.request_timeout_s, base.separate_worker_pool) == (5, 0, False, False, 0, False)

@@ -37,7 +37,8 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
                                   target_s=settings.admission_target_s,
                                   window_s=settings.admission_window_s,
                                   max_wait_s=settings.admission_max_wait_s,
-                                  min_samples=settings.admission_min_samples)
+                                  min_samples=settings.admission_min_samples,
+                                  standing_windows=settings.admission_standing_windows)
     breaker = None
     if settings.breaker_enabled:
         breaker = CircuitBreaker(settings.breaker_failure_threshold,

@@ -79,6 +79,10 @@ class ServiceMiddleware:
             if admitted:
                 assert self.admission is not None
                 self.admission.release()
+                # the admitted request's time in the service is what admission control
+                # watches: a queue anywhere in the process (the event loop, the bulkhead, a
+                # group commit) shows in it
+                self.admission.observe(elapsed)
             self.telemetry.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

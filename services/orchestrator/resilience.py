@@ -69,6 +69,7 @@ class AdaptiveLimit:
 
     def __init__(self, *, slots: int, min_limit: int, max_limit: int, target_s: float,
                  window_s: float, max_wait_s: float, min_samples: int = 10,
+                 standing_windows: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= min_limit <= max_limit:
             raise ValueError(f"need 1 <= min_limit ({min_limit}) <= max_limit ({max_limit})")
@@ -81,6 +82,10 @@ class AdaptiveLimit:
         self.window_s = window_s
         self.max_wait_s = max_wait_s
         self.min_samples = max(1, min_samples)
+        # consecutive windows over the target before the queue counts as standing: one slow
+        # window (a pause of the host) is not yet a queue that stands
+        self.standing_windows = max(1, standing_windows)
+        self._over_target_run = 0
         self._clock = clock
         self.limit = max_limit
         self.in_flight = 0
@@ -109,8 +114,13 @@ class AdaptiveLimit:
 
     def observe(self, wait_s: float) -> None:
         """A request got a bulkhead slot after ``wait_s``; closes the window when it is due."""
-        self._samples.append(wait_s)
         now = self._clock()
+        if not self._samples and now - self._window_start > self.window_s:
+            # the first sample after an idle spell opens the window: the idle time before
+            # it is not part of any drain rate (a service started seconds before its first
+            # requests measured 2 requests/s and shed at its floor)
+            self._window_start = now
+        self._samples.append(wait_s)
         elapsed = now - self._window_start
         if len(self._samples) >= self.min_samples and elapsed >= self.window_s:
             self._revise(elapsed)
@@ -120,13 +130,18 @@ class AdaptiveLimit:
     def _revise(self, elapsed_s: float) -> None:
         samples = sorted(self._samples)
         self.last_window_p90_s = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
-        self.standing = samples[0] > self.target_s
-        if not self.standing:
+        if samples[0] <= self.target_s:
+            self._over_target_run = 0
+            self.standing = False
             self.limit = self.max_limit
             return
+        self._over_target_run += 1
         rate = len(samples) / elapsed_s
         self.drain_rate = (rate if self.drain_rate is None else
                            self.RATE_WEIGHT * rate + (1 - self.RATE_WEIGHT) * self.drain_rate)
+        self.standing = self._over_target_run >= self.standing_windows
+        if not self.standing:
+            return
         wanted = self.slots + round(self.drain_rate * self.max_wait_s)
         self.limit = max(self.min_limit, min(self.max_limit, wanted))
 

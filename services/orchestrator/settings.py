@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     admission_target_s: float = Field(default=0.005, gt=0)
     admission_window_s: float = Field(default=0.1, gt=0)
     admission_min_samples: int = Field(default=10, ge=1)
+    admission_standing_windows: int = Field(default=1, ge=1, le=100)
     admission_max_wait_s: float = Field(default=0.2, gt=0)
     admission_min_limit: int = Field(default=16, ge=1)
     admission_max_limit: int = Field(default=500, ge=1)

@@ -49,8 +49,7 @@ class AppState:
     @asynccontextmanager
     async def _bulkhead(self) -> AsyncIterator[None]:
         """A slot of the database bulkhead (none configured: go straight on); the wait for it
-        is the queueing delay in front of the database, recorded for /metrics and fed to
-        admission control."""
+        is the queueing delay in front of the database, recorded for /metrics."""
         bulkhead = self.bulkhead
         if bulkhead is None:
             yield
@@ -68,13 +67,9 @@ class AppState:
                 self.telemetry.rate_limited.inc()
                 self.telemetry.admission_shed.labels("queue").inc()
                 raise HTTPException(429, "overloaded (queue)", headers={"Retry-After": "1"})
-            if self.admission is not None:
-                self.admission.observe(time.perf_counter() - started)
         else:
             await bulkhead.acquire()
             self.telemetry.bulkhead_wait.observe(0.0)
-            if self.admission is not None:
-                self.admission.observe(0.0)
         try:
             yield
         finally:

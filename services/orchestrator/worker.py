@@ -103,6 +103,8 @@ async def worker_loop(engine: AsyncEngine, batch: int, idle_sleep_s: float,
             log.warning("worker: %s: %s", exc.__class__.__name__, exc)
             claimed = 0
             backoff = min(backoff * 2, 1.0)
-        if claimed == 0:
+        # a short batch took all there was: wait, so the next batch is a fuller one (one
+        # transaction for more tasks) instead of a transaction per task or two
+        if claimed < batch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=backoff)
