@@ -36,28 +36,32 @@ class TokenBucket:
 
 
 class AdaptiveLimit:
-    """Admission control on the queue in front of the database bulkhead, counted in time.
+    """Admission control on the queue inside the service, counted in time.
 
     At most ``limit`` requests are admitted at once; one more is refused (the caller answers
-    429 before any work). The limit is revised from the wait for a bulkhead slot, one sample
-    per request that reached the bulkhead (:meth:`observe`), in windows of at least
-    ``window_s`` seconds and ``min_samples`` samples:
+    429 before any work). The limit is revised from each admitted request's time in the
+    service, one sample per request as it ends (:meth:`observe`; any queue in the process,
+    the event loop's, the bulkhead's or a group commit's, shows in it), in windows of at least
+    ``window_s`` seconds and ``min_samples`` samples (the first sample after an idle spell
+    opens a window):
 
-    - **standing queue or not** (CoDel's test): the queue stands when every request that got
-      a slot in the window waited longer than ``target_s``. A burst that drains within the
-      window leaves some request with a short wait and sheds nothing; a slow host without
-      more demand than the bulkhead serves has no queue at all.
-    - **while it stands**, the limit follows Little's law: ``slots`` requests in service plus
-      the queue the bulkhead drains within ``max_wait_s`` at the rate it was measured to take
-      requests in standing windows (``slots + rate x max_wait_s``), never under ``min_limit``.
-      Above capacity the queue, and so an admitted request's wait, stays near ``max_wait_s``;
-      a closed population of users small enough to be served within that wait is never shed.
+    - **standing queue or not** (CoDel's test): a window is over the target when every
+      request in it took longer than ``target_s``; the queue stands after
+      ``standing_windows`` such windows in a row. A burst that drains within a window leaves
+      some request with a short time and sheds nothing; one slow window (a pause of the host)
+      is not yet a standing queue.
+    - **while it stands**, the limit follows Little's law: ``slots`` plus what the service
+      completes within ``max_wait_s`` at the rate measured in windows over the target
+      (``slots + rate x max_wait_s``), never under ``min_limit``. Above capacity an admitted
+      request's time then stays near ``max_wait_s``; a closed population of users no larger
+      than ``min_limit`` is never shed.
     - **when no queue stands** the limit is ``max_limit``: nothing is shed below capacity.
 
-    The bulkhead drops (429) an admitted request that has waited ``max_wait_s`` while the
-    queue stands (see ``AppState``): the bound holds even when the rate falls after admission.
+    The bulkhead drops (429) an admitted request that has waited ``max_wait_s`` for a slot
+    while the queue stands (see ``AppState``): the bound holds even when the rate falls after
+    admission.
 
-    Only the bottleneck's own drain rate sizes the limit, never a latency target: CPU
+    Only the service's own completion rate sizes the limit, never a fixed rate: CPU
     starvation lowers the rate (the host serves fewer requests within the wait) but cannot by
     itself start shedding, since the limit applies only behind a standing queue. Single event
     loop only (no locking).

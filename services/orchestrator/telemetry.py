@@ -27,15 +27,16 @@ class Telemetry:
                                       ["reason"], registry=r)
         self.admission_window_p90 = Gauge(
             "admission_window_delay_p90_seconds",
-            "Admission control: 90th percentile of the bulkhead queue wait in the last closed "
-            "window", registry=r)
+            "Admission control: 90th percentile of admitted requests' time in the service in "
+            "the last closed window", registry=r)
         self.admission_standing = Gauge(
             "admission_standing_queue",
-            "Admission control: 1 while a queue stands at the bulkhead (every wait in the last "
-            "window over the target), when the limit applies", registry=r)
+            "Admission control: 1 while a queue stands in the service (every request of the "
+            "last windows over the target), when the limit applies", registry=r)
         self.admission_drain_rate = Gauge(
             "admission_drain_rate_per_second",
-            "Admission control: requests/s the bulkhead took in while a queue stood", registry=r)
+            "Admission control: admitted requests/s the service completed in windows over "
+            "the target", registry=r)
         self.bulkhead_wait = Histogram("db_bulkhead_wait_seconds",
                                        "Queue wait for a database bulkhead slot",
                                        buckets=LATENCY_BUCKETS, registry=r)
