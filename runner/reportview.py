@@ -411,9 +411,12 @@ def headline_sentence(comparison: Comparison, probe: Comparison | None = None) -
                if not any(t.startswith(s.split(' (')[0]) for s in slower)]
     repeats = _repeats(comparison)
     replicated = repeats >= stats.MIN_REPEATS_FOR_VERDICT  # else the last words say it
-    extras += [t for t in (_capacity_change("the", comparison, replicated),
-                           _capacity_change("the arrival-rate probe's", probe, replicated))
-               if t]
+    own = _capacity_change("the", comparison, replicated)
+    probes = _capacity_change("the arrival-rate probe's", probe, replicated)
+    if own and probes and own.removeprefix("the ") == probes.removeprefix(
+            "the arrival-rate probe's "):
+        probes = None  # the comparison's capacity is the probe's: said once
+    extras += [t for t in (own, probes) if t]
     if extras:
         text += "; " + "; ".join(esc(e) for e in dict.fromkeys(extras))
     if repeats < stats.MIN_REPEATS_FOR_VERDICT:

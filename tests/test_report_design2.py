@@ -187,6 +187,9 @@ def test_an_unreplicated_capacity_range_is_hedged_once(tmp_path: Path) -> None:
     assert "too few runs per version" not in single
     assert single.count("measurements, not verdicts") == 1
     assert " cut p95" not in single  # one run each: the figures fell, no claim credits it
+    # a comparison whose capacity is the probe's own says it once, not twice
+    same = html.unescape(headline_sentence(probe, probe))  # type: ignore[arg-type]
+    assert same.count("capacity under the SLO") == 1, same
 
 
 def test_one_runs_figures_read_as_measurements_in_the_table_and_methodology() -> None:
