@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from .api.errors import validation_body
 from .api.routes import health, tasks
 from .db import create_schema, make_engine, worker_view
 from .fastpath import FastPath
@@ -59,7 +61,8 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
             state.bulkhead = asyncio.Semaphore(settings.db_concurrency)
         if settings.group_commit:
             state.submits = GroupCommit(state.db, flushers=settings.group_commit_flushers,
-                                        max_rows=settings.group_commit_max_rows)
+                                        max_rows=settings.group_commit_max_rows,
+                                        deadline_s=settings.request_timeout_s)
         app.state.orchestrator = state
         for _ in range(settings.workers):
             state.worker_tasks.append(asyncio.create_task(
@@ -75,6 +78,8 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
             yield
         finally:
             state.stopping.set()
+            if state.submits is not None:
+                await state.submits.close()
             await asyncio.gather(*state.worker_tasks, return_exceptions=True)
             if worker_engine is not engine:
                 await worker_engine.dispose()
@@ -83,6 +88,11 @@ def create_app(settings: Settings, database_url: str, *, process_index: int = 0)
     app = FastAPI(title="orchestrator", version="1.0", lifespan=lifespan)
     app.include_router(tasks.router)
     app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return Response(validation_body(exc.errors()), status_code=422,
+                        media_type="application/json")
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:

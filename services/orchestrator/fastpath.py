@@ -16,16 +16,24 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from .api.errors import render, validation_body
 from .api.routes.tasks import SELECT_TASK, TaskIn, TaskOut, TaskResult, insert_task
+from .middleware import BodyTooLarge
 from .state import AppState
 
 # ServiceMiddleware labels its latency histogram with scope["route"].path, as FastAPI sets it
 SUBMIT_ROUTE = SimpleNamespace(path="/task")
 GET_ROUTE = SimpleNamespace(path="/task/{task_id}")
 _JSON = (b"content-type", b"application/json")
+# the path parameter, validated as FastAPI validates it (pydantic's UUID, not uuid.UUID's
+# parser, which takes forms pydantic refuses)
+_TASK_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
+# FastAPI's answer to a body it could not read (not UTF-8, too deeply nested, the client gone)
+_NO_BODY = object()
+_UNREADABLE = HTTPException(400, "There was an error parsing the body")
 
 
 async def _answer(send: Send, status: int, body: bytes,
@@ -36,26 +44,17 @@ async def _answer(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-async def _invalid(send: Send, error: dict[str, Any]) -> None:
-    """FastAPI's 422 for one client mistake FastAPI words itself (not a model's)."""
-    await _answer(send, 422, json.dumps({"detail": [error]}).encode())
-
-
-def _errors(exc: ValidationError, where: str) -> bytes:
-    """FastAPI's 422 body for a validation error at ``where`` (body or path)."""
-    detail = [{**error, "loc": [where, *error["loc"]]}
-              for error in exc.errors(include_url=False)]
-    return json.dumps({"detail": detail}, default=str).encode()
+def _errors(exc: ValidationError, *where: str) -> list[dict[str, Any]]:
+    """FastAPI's errors for a validation error at ``where`` (("body",) or ("path", name))."""
+    return [{**error, "loc": [*where, *error["loc"]]} for error in exc.errors(include_url=False)]
 
 
 def _json_body(scope: Scope) -> bool:
-    """The request says its body is JSON (the only kind the fast path reads; FastAPI answers
-    the others)."""
+    """The request's body is plain ``application/json`` (parameters aside), the only kind the
+    fast path reads; FastAPI answers every other (``+json`` types, none, malformed)."""
     for name, value in scope["headers"]:
         if name == b"content-type":
-            kind = value.split(b";", 1)[0].strip().lower()
-            return kind == b"application/json" or (kind.startswith(b"application/")
-                                                   and kind.endswith(b"+json"))
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
     return False
 
 
@@ -86,42 +85,48 @@ class FastPath:
 
     async def _guard(self, handler: Any, send: Send) -> None:
         """Run ``handler``; turn HTTPException and unexpected errors into the service's
-        answers (none has started when these are raised)."""
+        answers (none has started when these are raised). A body over the size limit goes on
+        to the middleware, which answers 413."""
         try:
             await handler
+        except BodyTooLarge:
+            raise
         except HTTPException as exc:
-            body = json.dumps({"detail": exc.detail}).encode()
             headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-            await _answer(send, exc.status_code, body, headers)
+            await _answer(send, exc.status_code, render({"detail": exc.detail}), headers)
         except Exception as exc:
-            await _answer(send, 500, json.dumps({"detail": "internal server error",
-                                                  "error": exc.__class__.__name__}).encode())
+            await _answer(send, 500, render({"detail": "internal server error",
+                                             "error": exc.__class__.__name__}))
 
     async def _submit(self, receive: Receive, send: Send) -> None:
         chunks = []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                raise _UNREADABLE  # as FastAPI: recorded as 400, not as the service's fault
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
-        if not raw:
-            await _invalid(send, {"type": "missing", "loc": ["body"], "msg": "Field required",
-                                  "input": None})
-            return
         try:
             # parsed, then validated as Python data, as FastAPI does (its messages differ from
             # a validation of the JSON text)
-            task = TaskIn.model_validate(json.loads(raw), from_attributes=True)
+            parsed = json.loads(raw) if raw else _NO_BODY
         except json.JSONDecodeError as exc:
-            await _invalid(send, {"type": "json_invalid", "loc": ["body", exc.pos],
-                                  "msg": "JSON decode error", "input": {},
-                                  "ctx": {"error": exc.msg}})
+            await _answer(send, 422, validation_body([{
+                "type": "json_invalid", "loc": ["body", exc.pos], "msg": "JSON decode error",
+                "input": {}, "ctx": {"error": exc.msg}}]))
             return
+        except (ValueError, RecursionError):  # not UTF-8 (nor UTF-16/32), nesting too deep
+            raise _UNREADABLE from None
+        if parsed is _NO_BODY:
+            await _answer(send, 422, validation_body([{
+                "type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]))
+            return
+        try:
+            task = TaskIn.model_validate(parsed, from_attributes=True)
         except ValidationError as exc:
-            await _answer(send, 422, _errors(exc, "body"))
+            await _answer(send, 422, validation_body(_errors(exc, "body")))
             return
         task_id = uuid.uuid4()
         payload = json.dumps(task.payload) if task.payload is not None else None
@@ -130,10 +135,9 @@ class FastPath:
 
     async def _get(self, raw_id: str, send: Send) -> None:
         try:
-            task_id = uuid.UUID(raw_id)
-        except ValueError:
-            await _invalid(send, {"type": "uuid_parsing", "loc": ["path", "task_id"],
-                                  "msg": "Input should be a valid UUID", "input": raw_id})
+            task_id = _TASK_ID.validate_python(raw_id)
+        except ValidationError as exc:
+            await _answer(send, 422, validation_body(_errors(exc, "path", "task_id")))
             return
         async with self._state.db() as conn:
             row = await conn.fetchrow(SELECT_TASK, task_id)

@@ -3,26 +3,26 @@ metrics."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api.errors import render
 from .resilience import AdaptiveLimit, TokenBucket
 from .telemetry import Telemetry
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any],
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = json.dumps(body).encode()
+    payload = render(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
 
 
-_SHED_BODIES = {reason: json.dumps({"detail": f"overloaded ({reason})"}).encode()
+_SHED_BODIES = {reason: render({"detail": f"overloaded ({reason})"})
                 for reason in ("rate", "concurrency")}
 
 
@@ -76,13 +76,22 @@ class ServiceMiddleware:
             await self._handle(scope, receive, send, status_holder)
         finally:
             elapsed = time.perf_counter() - started
+            status = status_holder["status"]
             if admitted:
                 assert self.admission is not None
                 self.admission.release()
-                # the admitted request's time in the service is what admission control
-                # watches: a queue anywhere in the process (the event loop, the bulkhead, a
-                # group commit) shows in it
-                self.admission.observe(elapsed)
+                if status == 429:
+                    # admitted, then dropped at the bulkhead behind a standing queue: counted
+                    # here, once per request (a dropped group commit fails each of its rows)
+                    self.admission.dropped_total += 1
+                    self.telemetry.rate_limited.inc()
+                    self.telemetry.admission_shed.labels("queue").inc()
+                if status < 400 or status == 429:
+                    # the admitted request's time in the service is what admission control
+                    # watches: a queue anywhere in the process (the event loop, the bulkhead,
+                    # a group commit) shows in it. Only requests that went through it count:
+                    # a quick 404 or 422 says nothing of the queue; a drop is no completion
+                    self.admission.observe(elapsed, completed=status != 429)
             self.telemetry.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -116,13 +125,15 @@ class ServiceMiddleware:
 
         received = 0
         limit = self.max_body_bytes
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise BodyTooLarge()
             return message
 
@@ -130,6 +141,13 @@ class ServiceMiddleware:
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if too_large:
+                # the application caught BodyTooLarge and answers (FastAPI: 400, "error
+                # parsing the body"): the answer is the 413 instead
+                if message["type"] == "http.response.start" and not response_started:
+                    response_started = True
+                    await self._too_large(send, status_holder)
+                return
             if message["type"] == "http.response.start":
                 response_started = True
                 status_holder["status"] = message["status"]
@@ -139,5 +157,8 @@ class ServiceMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                status_holder["status"] = 413
-                await _send_json(send, 413, {"detail": f"body over {limit} bytes"})
+                await self._too_large(send, status_holder)
+
+    async def _too_large(self, send: Send, status_holder: dict[str, int]) -> None:
+        status_holder["status"] = 413
+        await _send_json(send, 413, {"detail": f"body over {self.max_body_bytes} bytes"})

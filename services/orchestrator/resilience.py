@@ -41,7 +41,9 @@ class AdaptiveLimit:
     At most ``limit`` requests are admitted at once; one more is refused (the caller answers
     429 before any work). The limit is revised from each admitted request's time in the
     service, one sample per request as it ends (:meth:`observe`; any queue in the process,
-    the event loop's, the bulkhead's or a group commit's, shows in it), in windows of at least
+    the event loop's, the bulkhead's or a group commit's, shows in it; the middleware samples
+    the requests answered below 400 and the drops, not a quick 404 or 422, which would hide
+    a queue from the test below), in windows of at least
     ``window_s`` seconds and ``min_samples`` samples (the first sample after an idle spell
     opens a window):
 
@@ -99,10 +101,11 @@ class AdaptiveLimit:
         self.standing = False
         # requests per second the bulkhead took in while a queue stood (None: not yet seen)
         self.drain_rate: float | None = None
-        # the last closed window's 90th percentile of the bulkhead wait (None: no window yet)
+        # the last closed window's 90th percentile of the time in the service (None: none yet)
         self.last_window_p90_s: float | None = None
         self._window_start = clock()
         self._samples: list[float] = []
+        self._completed = 0
 
     def try_acquire(self) -> bool:
         """Take a slot: True when admitted (call :meth:`release` when done), False to shed."""
@@ -116,20 +119,24 @@ class AdaptiveLimit:
         """An admitted request finished: its slot is free."""
         self.in_flight -= 1
 
-    def observe(self, wait_s: float) -> None:
-        """A request got a bulkhead slot after ``wait_s``; closes the window when it is due."""
+    def observe(self, time_s: float, completed: bool = True) -> None:
+        """An admitted request spent ``time_s`` in the service; ``completed`` is False for one
+        dropped behind a standing queue (its time shows the queue, but the service did not
+        complete it, so it is no part of the drain rate). Closes the window when it is due."""
         now = self._clock()
         if not self._samples and now - self._window_start > self.window_s:
             # the first sample after an idle spell opens the window: the idle time before
             # it is not part of any drain rate (a service started seconds before its first
             # requests measured 2 requests/s and shed at its floor)
             self._window_start = now
-        self._samples.append(wait_s)
+        self._samples.append(time_s)
+        self._completed += completed
         elapsed = now - self._window_start
         if len(self._samples) >= self.min_samples and elapsed >= self.window_s:
             self._revise(elapsed)
             self._window_start = now
             self._samples.clear()
+            self._completed = 0
 
     def _revise(self, elapsed_s: float) -> None:
         samples = sorted(self._samples)
@@ -140,7 +147,7 @@ class AdaptiveLimit:
             self.limit = self.max_limit
             return
         self._over_target_run += 1
-        rate = len(samples) / elapsed_s
+        rate = self._completed / elapsed_s
         self.drain_rate = (rate if self.drain_rate is None else
                            self.RATE_WEIGHT * rate + (1 - self.RATE_WEIGHT) * self.drain_rate)
         self.standing = self._over_target_run >= self.standing_windows

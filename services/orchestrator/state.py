@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .groupcommit import GroupCommit
+from .groupcommit import ROW_REFUSED, GroupCommit
 from .resilience import AdaptiveLimit, BreakerState, CircuitBreaker, CircuitOpen, TokenBucket
 from .settings import Settings
 from .telemetry import Telemetry
@@ -64,8 +64,7 @@ class AppState:
                 waiting.dec()
                 self.telemetry.bulkhead_wait.observe(time.perf_counter() - started)
             if not acquired:
-                self.telemetry.rate_limited.inc()
-                self.telemetry.admission_shed.labels("queue").inc()
+                # counted by the middleware, once per request answered 429
                 raise HTTPException(429, "overloaded (queue)", headers={"Retry-After": "1"})
         else:
             await bulkhead.acquire()
@@ -91,7 +90,6 @@ class AppState:
             return True
         except TimeoutError:
             if admission.standing:
-                admission.dropped_total += 1
                 return False
         await bulkhead.acquire()
         return True
@@ -115,6 +113,8 @@ class AppState:
                 raw = await conn.get_raw_connection()
                 try:
                     yield raw.driver_connection
+                except ROW_REFUSED:
+                    raise  # the database answered: the connection is sound
                 except DB_FAILURES:
                     # statements bypass SQLAlchemy, so tell the pool this connection is
                     # unusable (dead server, or cancelled mid-protocol by a deadline)
@@ -123,6 +123,13 @@ class AppState:
         except HTTPException:
             if breaker is not None:
                 breaker.release_probe()
+            raise
+        except ROW_REFUSED:
+            # PostgreSQL refused a value or a constraint: it is up, and the fault is the
+            # statement's, not the database's; no breaker failure, no 503 (group commit retries
+            # the group's rows one by one; anywhere else it is the service's 500)
+            if breaker is not None:
+                breaker.record_success()
             raise
         except DB_FAILURES as exc:
             if breaker is None and not timeout:

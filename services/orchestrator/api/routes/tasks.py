@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from ...groupcommit import GroupCommitClosed
 from ...state import AppState
 from ..deps import StateDep
 
@@ -33,16 +36,72 @@ async def insert_task(state: AppState, task_id: uuid.UUID, persona_id: str, task
     """Store a submitted task: in the next group commit when the profile has it, else in a
     transaction of its own. Returns once it is committed."""
     if state.submits is not None:
-        await state.submits.insert((task_id, persona_id, task_type, payload))
+        try:
+            await state.submits.insert((task_id, persona_id, task_type, payload))
+        except TimeoutError:
+            # waited past the request deadline for its group to start
+            raise HTTPException(503, "database timed out", headers={"Retry-After": "1"}) from None
+        except GroupCommitClosed:
+            raise HTTPException(503, "service stopping", headers={"Retry-After": "1"}) from None
         return
     async with state.db() as conn:
         await conn.execute(INSERT_TASK, task_id, persona_id, task_type, payload)
 
 
+def _unstorable(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (None when it can): a NUL character, or a lone
+    surrogate (a "\\ud800" escape in JSON), which has no UTF-8 form."""
+    if "\x00" in text:
+        return "the NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "a lone surrogate (\\ud800-\\udfff)"
+    return None
+
+
+def _refuse(where: str, why: str) -> PydanticCustomError:
+    return PydanticCustomError("unstorable", "{where} holds {why}, which PostgreSQL cannot store",
+                               {"where": where, "why": why})
+
+
 class TaskIn(BaseModel):
+    """A submission. Values PostgreSQL would refuse are refused here, with a 422: refused by the
+    database, one such row would fail every request of its group commit."""
+
     persona_id: str = Field(min_length=1, max_length=64)
     task_type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     payload: dict[str, Any] | None = None
+
+    @field_validator("persona_id")
+    @classmethod
+    def _storable_text(cls, value: str) -> str:
+        why = _unstorable(value)
+        if why is not None:
+            raise _refuse("the text", why)
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _storable_json(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # iterative: the nesting is as deep as the JSON parser allowed
+        stack: list[Any] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                why = _unstorable(item)
+                if why is not None:
+                    raise _refuse("a string", why)
+            elif isinstance(item, float):
+                if not math.isfinite(item):  # NaN, Infinity, or a number like 1e999
+                    raise _refuse("a number", "NaN or an infinity")
+            elif isinstance(item, dict):
+                stack.extend(item)
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return value
 
 
 class TaskAccepted(BaseModel):
