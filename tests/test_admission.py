@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -77,6 +78,19 @@ def test_a_standing_queue_limits_to_what_drains_within_the_wait_budget() -> None
     # the queue empties (a request waits no longer than the target): the ceiling again
     window(lim, clock, [0.3] * 19 + [0.001])
     assert not lim.standing and lim.limit == 500
+
+
+def test_dropped_requests_show_the_queue_but_are_no_completions() -> None:
+    """Requests dropped behind a standing queue count in the test for a queue, not in the rate
+    the service completes: half of 100 dropped in 0.1 s is a drain rate of 500/s."""
+    clock = Clock()
+    lim = limiter(clock)
+    start = clock.now
+    for i in range(1, 101):
+        clock.now = start + lim.window_s * i / 100 + (1e-9 if i == 100 else 0)
+        lim.observe(0.2, completed=i % 2 == 0)
+    assert lim.standing and lim.drain_rate == pytest.approx(500)
+    assert lim.limit == 8 + 100
 
 
 def test_one_slow_window_is_a_pause_not_a_standing_queue() -> None:
@@ -276,3 +290,72 @@ def test_the_bulkhead_drops_a_request_that_waited_its_budget_behind_a_standing_q
     assert not dropped and 0.04 < waited < 0.25
     taken, waited = asyncio.run(wait(standing=False))
     assert taken and waited >= 0.29
+
+
+async def _asgi(app: Any, path: str) -> int:
+    """One request through ``app`` in process; its status."""
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app({"type": "http", "method": "POST", "path": path, "headers": []}, receive, send)
+    return statuses[0]
+
+
+def _middleware(lim: AdaptiveLimit) -> tuple[Any, Any]:
+    """ServiceMiddleware around an application whose /slow takes 30 ms (201), /bad answers a
+    422 at once and /dropped a 429 after 30 ms (a drop behind a standing queue)."""
+    import asyncio
+
+    from loadproof.orchestrator.middleware import ServiceMiddleware
+    from loadproof.orchestrator.telemetry import Telemetry
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        status = {"/slow": 201, "/bad": 422, "/dropped": 429}[scope["path"]]
+        if status != 422:
+            await asyncio.sleep(0.03)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    telemetry = Telemetry()
+    return ServiceMiddleware(app, telemetry, 1000, None, lim), telemetry
+
+
+def test_quick_client_errors_do_not_hide_a_standing_queue() -> None:
+    """Every request that went through the service took 30 ms (over a 10 ms target); quick
+    422s among them are no sign that the queue drained."""
+    import asyncio
+    import time
+
+    lim = AdaptiveLimit(slots=8, min_limit=1, max_limit=500, target_s=0.01, window_s=0.05,
+                        max_wait_s=0.2, min_samples=5)
+    service, _ = _middleware(lim)
+
+    async def load() -> None:
+        until = time.monotonic() + 0.4
+        while time.monotonic() < until:
+            await asyncio.gather(*(_asgi(service, "/slow") for _ in range(10)),
+                                 *(_asgi(service, "/bad") for _ in range(5)))
+
+    asyncio.run(load())
+    assert lim.standing
+
+
+def test_each_dropped_request_is_counted() -> None:
+    import asyncio
+
+    lim = limiter(Clock())
+    service, telemetry = _middleware(lim)
+
+    async def load() -> list[int]:
+        return list(await asyncio.gather(*(_asgi(service, "/dropped") for _ in range(7))))
+
+    assert asyncio.run(load()) == [429] * 7
+    assert lim.dropped_total == 7 and lim.shed_total == 0
+    assert telemetry.admission_shed.labels("queue")._value.get() == 7
+    assert telemetry.rate_limited._value.get() == 7

@@ -5,15 +5,22 @@ group's failure reaches every request in it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import pytest
-from loadproof.orchestrator.db import EmbeddedPostgres
-from loadproof.orchestrator.groupcommit import GroupCommit
+from fastapi import HTTPException
+from loadproof.orchestrator.api.routes.tasks import insert_task
+from loadproof.orchestrator.db import EmbeddedPostgres, create_schema, make_engine, worker_view
+from loadproof.orchestrator.groupcommit import GroupCommit, GroupCommitClosed
+from loadproof.orchestrator.resilience import BreakerState, CircuitBreaker
+from loadproof.orchestrator.settings import load_settings
+from loadproof.orchestrator.state import AppState
+from loadproof.orchestrator.telemetry import Telemetry
 
 pytestmark = pytest.mark.slow
 
@@ -91,23 +98,42 @@ def test_a_request_is_answered_only_after_its_group_committed(
     asyncio.run(main())
 
 
-def test_a_failed_group_fails_every_request_in_it_and_the_next_group_goes_on(
+def test_a_refused_row_fails_alone_and_the_next_group_goes_on(
         embedded_pg: EmbeddedPostgres) -> None:
     async def main() -> None:
         conn = await _with_table(embedded_pg, "gc_fail")
         group = GroupCommit(lambda: _yield(conn), flushers=1, max_rows=100)
         duplicate = uuid.uuid4()
         first = [_row() for _ in range(3)]
-        # the first group: one row alone; the second: three rows, one of them a duplicate key
+        # the first group: one row alone; the second: three rows, the last a duplicate key,
+        # which fails the group's INSERT: its rows are then written one by one
         await group.insert(first[0])
         bad = [(duplicate, "p", "t", None), first[1], (duplicate, "p", "t", None)]
         results = await asyncio.gather(*(group.insert(row) for row in bad),
                                        return_exceptions=True)
-        assert all(isinstance(r, asyncpg.UniqueViolationError) for r in results)
+        assert results[:2] == [None, None]
+        assert isinstance(results[2], asyncpg.UniqueViolationError)
         await group.insert(first[2])
         ids = {r["id"] for r in await conn.fetch("SELECT id FROM tasks")}
-        assert ids == {first[0][0], first[2][0]}  # nothing of the failed group was stored
+        assert ids == {*(row[0] for row in first), duplicate}
+        assert group.rows_refused_total == 1
         await conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_group_fails_every_request_in_it() -> None:
+    async def main() -> None:
+        @asynccontextmanager
+        async def broken() -> AsyncIterator[Any]:
+            raise ConnectionResetError("gone")
+            yield
+
+        group = GroupCommit(broken, flushers=1, max_rows=100)
+        results = await asyncio.gather(*(group.insert(_row()) for _ in range(4)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, ConnectionResetError) for r in results)
+        assert group.groups_total == 0
 
     asyncio.run(main())
 
@@ -120,3 +146,139 @@ async def _yield(conn: asyncpg.Connection) -> AsyncIterator[Any]:
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="flushers"):
         GroupCommit(lambda: _yield(None), flushers=0, max_rows=1)  # type: ignore[arg-type]
+
+
+# --- through the service's own database context (AppState.db): breaker, deadline, drops ---
+
+async def _service_state(url: str, **overrides: Any) -> AppState:
+    """The optimized profile's AppState against ``url`` (its schema created), with
+    ``overrides``; its group commit is built as the application builds it."""
+    settings = load_settings("optimized", **overrides)
+    engine = make_engine(url, settings)
+    with contextlib.suppress(OSError):  # the unreachable database of the breaker test
+        await create_schema(worker_view(engine))
+    breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_timeout_s)
+    state = AppState(settings, engine, engine, Telemetry(), None, breaker,
+                     bulkhead=asyncio.Semaphore(settings.db_concurrency))
+    state.submits = GroupCommit(state.db, flushers=settings.group_commit_flushers,
+                                max_rows=settings.group_commit_max_rows,
+                                deadline_s=settings.request_timeout_s)
+    return state
+
+
+async def _own_database(pg: EmbeddedPostgres, name: str) -> str:
+    """A fresh database of the embedded server (the session's other tests use its default)."""
+    conn = await asyncpg.connect(_dsn(pg))
+    await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    base, _, query = pg.url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def _submit(state: AppState, persona: str = "persona-1") -> Awaitable[None]:
+    return insert_task(state, uuid.uuid4(), persona, "summarize", '{"n": 1}')
+
+
+def test_a_row_postgresql_refuses_fails_alone_and_is_no_database_failure(
+        embedded_pg: EmbeddedPostgres) -> None:
+    """A NUL character (which the route refuses with a 422) reaching the group commit anyway:
+    the other rows of its group are stored, and the breaker does not count it."""
+    async def main() -> None:
+        state = await _service_state(await _own_database(embedded_pg, "gc_refused"))
+        assert state.submits is not None and state.breaker is not None
+        personas = [f"persona-{i}" for i in range(12)]
+        personas[5] = "bad\x00persona"
+        personas[9] = "also\x00bad"
+        results = await asyncio.gather(*(_submit(state, p) for p in personas),
+                                       return_exceptions=True)
+        refused = [i for i, r in enumerate(results) if r is not None]
+        assert refused == [5, 9], results
+        assert all(isinstance(results[i], asyncpg.DataError) for i in refused)
+        async with state.db() as conn:
+            stored = await conn.fetchval("SELECT count(*) FROM tasks")
+        assert stored == 10 and state.submits.rows_refused_total == 2
+        assert state.breaker.consecutive_failures == 0
+        assert state.breaker.state is BreakerState.CLOSED
+        await state.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_database_that_does_not_answer_gives_503s_and_opens_the_breaker() -> None:
+    async def main() -> None:
+        # nothing listens on port 9 of the loopback: each group's connection is refused
+        state = await _service_state("postgresql://nobody@127.0.0.1:9/none",
+                                     breaker_failure_threshold=2)
+        assert state.breaker is not None
+        for _ in range(3):
+            results = await asyncio.gather(*(_submit(state) for _ in range(5)),
+                                           return_exceptions=True)
+            assert all(isinstance(r, HTTPException) and r.status_code == 503 for r in results)
+        assert state.breaker.state is BreakerState.OPEN
+        await state.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_rows_past_their_deadline_or_cancelled_are_not_written(
+        embedded_pg: EmbeddedPostgres) -> None:
+    """One flusher held up by a slow group: a row whose request was cancelled meanwhile is
+    left out, and rows that waited past the deadline answer 503 without being written."""
+    async def main() -> None:
+        conn = await _with_table(embedded_pg, "gc_deadline")
+        release = asyncio.Event()
+
+        @asynccontextmanager
+        async def slow_connect() -> AsyncIterator[Any]:
+            await release.wait()
+            yield conn
+
+        group = GroupCommit(slow_connect, flushers=1, max_rows=100, deadline_s=0.2)
+        first = _row()
+        held = asyncio.ensure_future(group.insert(first))
+        await asyncio.sleep(0.01)  # the flusher took the first row and waits
+        cancelled_row, late_row = _row(), _row()
+        cancelled = asyncio.ensure_future(group.insert(cancelled_row))
+        late = asyncio.ensure_future(group.insert(late_row))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0.3)  # past the deadline
+        release.set()
+        await held
+        with pytest.raises(TimeoutError):
+            await late
+        on_time = _row()
+        await group.insert(on_time)
+        ids = {r["id"] for r in await conn.fetch("SELECT id FROM tasks")}
+        assert ids == {first[0], on_time[0]}
+        assert group.rows_expired_total == 1
+        await conn.close()
+
+    asyncio.run(main())
+
+
+def test_close_fails_waiting_rows_and_waits_for_the_group_being_written(
+        embedded_pg: EmbeddedPostgres) -> None:
+    async def main() -> None:
+        conn = await _with_table(embedded_pg, "gc_close")
+
+        @asynccontextmanager
+        async def slow_connect() -> AsyncIterator[Any]:
+            await asyncio.sleep(0.2)
+            yield conn
+
+        group = GroupCommit(slow_connect, flushers=1, max_rows=100)
+        writing = asyncio.ensure_future(group.insert(_row()))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(group.insert(_row()))
+        await group.close()
+        assert writing.done() and writing.exception() is None  # committed before close ended
+        with pytest.raises(GroupCommitClosed):
+            await waiting
+        with pytest.raises(GroupCommitClosed):
+            await group.insert(_row())
+        assert await conn.fetchval("SELECT count(*) FROM tasks") == 1
+        await conn.close()
+
+    asyncio.run(main())

@@ -57,6 +57,9 @@ class GroupCommit:
         self.deadline_s = deadline_s or None
         self._clock = clock
         self._waiting: list[tuple[Row, asyncio.Future[None], float]] = []
+        # flushers running: counted by the flush itself, not by its task's done callback,
+        # which runs a turn later (a row queued meanwhile would find no flusher)
+        self._running = 0
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
         self.groups_total = 0
@@ -74,7 +77,8 @@ class GroupCommit:
             future.set_exception(GroupCommitClosed())
             return future
         self._waiting.append((row, future, self._clock()))
-        if len(self._flushes) < self.flushers:
+        if self._running < self.flushers:
+            self._running += 1
             task = loop.create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
@@ -117,27 +121,32 @@ class GroupCommit:
                                                zip(*(row for row, _ in group), strict=True)))
 
     async def _flush(self) -> None:
-        while self._waiting:
-            group = self._next_group()
-            if not group:
-                continue
-            try:
-                await self._write(group)
-            except ROW_REFUSED as exc:
-                if len(group) == 1:
-                    self.rows_refused_total += 1
-                    _settle(group, exc)
-                else:
-                    await self._write_one_by_one(group)
-                continue
-            except BaseException as exc:
+        try:
+            while self._waiting:
+                group = self._next_group()
+                if group:
+                    await self._write_group(group)
+        finally:
+            self._running -= 1
+
+    async def _write_group(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
+        try:
+            await self._write(group)
+        except ROW_REFUSED as exc:
+            if len(group) == 1:
+                self.rows_refused_total += 1
                 _settle(group, exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            self.groups_total += 1
-            self.rows_total += len(group)
-            _settle(group, None)
+            else:
+                await self._write_one_by_one(group)
+            return
+        except BaseException as exc:
+            _settle(group, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.groups_total += 1
+        self.rows_total += len(group)
+        _settle(group, None)
 
     async def _write_one_by_one(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
         """A row of ``group`` was refused: each row in a transaction of its own."""
