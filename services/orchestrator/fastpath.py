@@ -11,6 +11,7 @@ service's 500 body."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +25,7 @@ from .api.routes.tasks import SELECT_TASK, TaskIn, TaskOut, TaskResult, insert_t
 from .middleware import BodyTooLarge
 from .state import AppState
 
+log = logging.getLogger(__name__)
 # ServiceMiddleware labels its latency histogram with scope["route"].path, as FastAPI sets it
 SUBMIT_ROUTE = SimpleNamespace(path="/task")
 GET_ROUTE = SimpleNamespace(path="/task/{task_id}")
@@ -95,6 +97,8 @@ class FastPath:
             headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
             await _answer(send, exc.status_code, render({"detail": exc.detail}), headers)
         except Exception as exc:
+            # as uvicorn logs what escapes the FastAPI application's 500 handler
+            log.exception("unhandled error in the fast path")
             await _answer(send, 500, render({"detail": "internal server error",
                                              "error": exc.__class__.__name__}))
 
