@@ -34,7 +34,9 @@ RAW_BODIES = [(b"{not json", 422), (b"", 422), (b"null", 422),
               (b'{"persona_id": "p\\ud800", "task_type": "x"}', 422),
               (b'{"persona_id": "p", "task_type": "x", "payload": {"s": "\\udfff"}}', 422),
               (b'{"persona_id": "\xff\xfe\xfa", "task_type": "x"}', 400),
-              (b"[" * 100_000, 400)]
+              (b"[" * 100_000, 400),
+              # deep, but parsed: its 422 echoes it back
+              (b'{"task_type": "x", "payload": {"a": ' + b"[" * 600 + b"]" * 600 + b"}}", 422)]
 TASK_IDS = ["not-a-uuid", "12345678-1234-5678-1234-56781234567", "{12345678-1234-5678-1234-5678123456}",
             "urn:uuid:12345678-1234-5678-1234-567812345678", "1234567812345678123456781234567Z"]
 
@@ -77,9 +79,12 @@ def test_fast_path_answers_as_the_fastapi_routes() -> None:
             assert a == b and a[0] == status, (raw[:80], a)
         for kind in ("application/vnd.api+json", "Application/JSON; charset=utf-8",
                      "text/plain", "application/x/y+json"):
-            a, b = both("POST", "/task", content=b'{"persona_id": "p"}',
-                        headers={"content-type": kind})
-            assert a == b and a[0] == 422, kind
+            for content in (b'{"persona_id": "p"}', b"\xff"):
+                a, b = both("POST", "/task", content=content, headers={"content-type": kind})
+                assert a == b and a[0] in (400, 422), (kind, content, a)
+        # a NUL in the persona of the list: refused as in a submission, not a 500
+        a, b = both("GET", "/tasks?persona_id=p%00")
+        assert a == b and a[0] == 422
         for path in [*TASK_IDS, str(uuid.uuid4())]:
             a, b = both("GET", f"/task/{path}")
             assert a == b and a[0] in (404, 422), path

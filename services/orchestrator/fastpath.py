@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .api.errors import render, validation_body
 from .api.routes.tasks import SELECT_TASK, TaskIn, TaskOut, TaskResult, insert_task
@@ -33,9 +33,17 @@ _JSON = (b"content-type", b"application/json")
 # the path parameter, validated as FastAPI validates it (pydantic's UUID, not uuid.UUID's
 # parser, which takes forms pydantic refuses)
 _TASK_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
-# FastAPI's answer to a body it could not read (not UTF-8, too deeply nested, the client gone)
 _NO_BODY = object()
-_UNREADABLE = HTTPException(400, "There was an error parsing the body")
+# A body with more brackets than this goes to FastAPI: near the JSON parser's nesting limit
+# (about 950 levels) the two paths' stacks differ in depth, and so would their answers
+MAX_BRACKETS = 500
+
+
+def _unreadable() -> HTTPException:
+    """FastAPI's answer to a body it could not read (not UTF-8, the client gone). A new one
+    each time: an exception raised again gathers every raise's traceback, and with it every
+    request's frames and bodies."""
+    return HTTPException(400, "There was an error parsing the body")
 
 
 async def _answer(send: Send, status: int, body: bytes,
@@ -60,6 +68,21 @@ def _json_body(scope: Scope) -> bool:
     return False
 
 
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that gives ``body`` (already read) again, then waits for the client to
+    go, as the server's own would."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 class FastPath:
     """Serve ``POST /task`` and ``GET /task/{task_id}`` directly; pass the rest to ``app``."""
 
@@ -71,7 +94,9 @@ class FastPath:
             path, method = scope["path"], scope["method"]
             if path == "/task" and method == "POST" and _json_body(scope):
                 scope["route"] = SUBMIT_ROUTE
-                await self._guard(self._submit(receive, send), send)
+                body = await self._guard(self._submit(receive, send), send)
+                if body is not None:
+                    await self.app(scope, _replay(body), send)
                 return
             if method == "GET" and path.startswith("/task/") and path.count("/") == 2 \
                     and len(path) > len("/task/"):
@@ -85,12 +110,12 @@ class FastPath:
         state: AppState = self.app.state.orchestrator
         return state
 
-    async def _guard(self, handler: Any, send: Send) -> None:
-        """Run ``handler``; turn HTTPException and unexpected errors into the service's
-        answers (none has started when these are raised). A body over the size limit goes on
-        to the middleware, which answers 413."""
+    async def _guard(self, handler: Any, send: Send) -> Any:
+        """Run ``handler`` and return its result; turn HTTPException and unexpected errors
+        into the service's answers (none has started when these are raised). A body over the
+        size limit goes on to the middleware, which answers 413."""
         try:
-            await handler
+            return await handler
         except BodyTooLarge:
             raise
         except HTTPException as exc:
@@ -101,17 +126,21 @@ class FastPath:
             log.exception("unhandled error in the fast path")
             await _answer(send, 500, render({"detail": "internal server error",
                                              "error": exc.__class__.__name__}))
+        return None
 
-    async def _submit(self, receive: Receive, send: Send) -> None:
+    async def _submit(self, receive: Receive, send: Send) -> bytes | None:
+        """Answer a submission; or return its body, read, for FastAPI to answer."""
         chunks = []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _UNREADABLE  # as FastAPI: recorded as 400, not as the service's fault
+                raise _unreadable()  # as FastAPI: recorded as 400, not as the service's fault
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
+        if raw.count(b"[") + raw.count(b"{") > MAX_BRACKETS:
+            return raw
         try:
             # parsed, then validated as Python data, as FastAPI does (its messages differ from
             # a validation of the JSON text)
@@ -120,22 +149,23 @@ class FastPath:
             await _answer(send, 422, validation_body([{
                 "type": "json_invalid", "loc": ["body", exc.pos], "msg": "JSON decode error",
                 "input": {}, "ctx": {"error": exc.msg}}]))
-            return
+            return None
         except (ValueError, RecursionError):  # not UTF-8 (nor UTF-16/32), nesting too deep
-            raise _UNREADABLE from None
+            raise _unreadable() from None
         if parsed is _NO_BODY:
             await _answer(send, 422, validation_body([{
                 "type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]))
-            return
+            return None
         try:
             task = TaskIn.model_validate(parsed, from_attributes=True)
         except ValidationError as exc:
             await _answer(send, 422, validation_body(_errors(exc, "body")))
-            return
+            return None
         task_id = uuid.uuid4()
         payload = json.dumps(task.payload) if task.payload is not None else None
         await insert_task(self._state, task_id, task.persona_id, task.task_type, payload)
         await _answer(send, 201, b'{"task_id":"%s","status":"queued"}' % str(task_id).encode())
+        return None
 
     async def _get(self, raw_id: str, send: Send) -> None:
         try:

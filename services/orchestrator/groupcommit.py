@@ -11,9 +11,9 @@ without giving up durability."""
 from __future__ import annotations
 
 import asyncio
-import time
+import copy
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -23,6 +23,7 @@ INSERT_TASKS = ("INSERT INTO tasks (id, persona_id, task_type, payload) "
                 "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])")
 
 Row = tuple[uuid.UUID, str, str, str | None]
+Entry = tuple[Row, "asyncio.Future[None]"]
 
 # PostgreSQL refused a value (class 22, data exception) or a constraint (class 23): a fault of
 # one row, which must not fail the others of its group
@@ -41,22 +42,21 @@ class GroupCommit:
     request of the failed group, except a row PostgreSQL refused (:data:`ROW_REFUSED`): then
     the group's rows are written one by one, and only the refused row's request fails.
 
-    A row still waiting when its group is formed is left out if its request was cancelled,
-    and fails with ``TimeoutError`` once it has waited ``deadline_s`` (the request deadline:
-    with a database that stalls, rows would otherwise queue without bound). Single event
-    loop only."""
+    A row waits for its group to start at most ``deadline_s`` (the request deadline; with a
+    database that stalls, rows would otherwise queue without bound): then it is taken out and
+    its request fails with ``TimeoutError``. Once its group is being written, it waits for
+    the group's outcome, which ``connect``'s own deadline bounds. A request cancelled while
+    its row waits takes it out too. Single event loop only."""
 
     def __init__(self, connect: Callable[[], AbstractAsyncContextManager[Any]], *,
-                 flushers: int, max_rows: int, deadline_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 flushers: int, max_rows: int, deadline_s: float | None = None) -> None:
         if flushers < 1 or max_rows < 1:
             raise ValueError("flushers and max_rows must be at least 1")
         self._connect = connect
         self.flushers = flushers
         self.max_rows = max_rows
         self.deadline_s = deadline_s or None
-        self._clock = clock
-        self._waiting: list[tuple[Row, asyncio.Future[None], float]] = []
+        self._waiting: list[Entry] = []
         # flushers running: counted by the flush itself, not by its task's done callback,
         # which runs a turn later (a row queued meanwhile would find no flusher)
         self._running = 0
@@ -67,55 +67,61 @@ class GroupCommit:
         self.rows_refused_total = 0
         self.rows_expired_total = 0
 
-    def insert(self, row: Row) -> Awaitable[None]:
-        """Queue ``row``; the result is done once its group committed (or failed with the
-        group's error). A request cancelled while its row waits leaves it out; one cancelled
-        while its group is being written leaves it in (as a cancelled commit may)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+    async def insert(self, row: Row) -> None:
+        """Store ``row`` with the next group; returns once its group committed, or raises the
+        group's error (``TimeoutError`` after waiting ``deadline_s`` for a group,
+        :class:`GroupCommitClosed` when the service stops first)."""
         if self._closed:
-            future.set_exception(GroupCommitClosed())
-            return future
-        self._waiting.append((row, future, self._clock()))
+            raise GroupCommitClosed()
+        loop = asyncio.get_running_loop()
+        entry: Entry = (row, loop.create_future())
+        self._waiting.append(entry)
         if self._running < self.flushers:
             self._running += 1
             task = loop.create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        return future
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                # shielded: a deadline or a cancellation must not settle the shared outcome
+                await asyncio.shield(entry[1])
+        except TimeoutError:
+            if self._take_out(entry):
+                self.rows_expired_total += 1
+                raise
+            await entry[1]  # its group is being written (or failed): the group's outcome
+        except asyncio.CancelledError:
+            self._take_out(entry)  # left in only if its group is being written already
+            raise
 
-    async def close(self) -> None:
+    def _take_out(self, entry: Entry) -> bool:
+        """Remove ``entry`` if it still waits for a group (True), else False."""
+        for index, waiting in enumerate(self._waiting):
+            if waiting is entry:
+                del self._waiting[index]
+                entry[1].cancel()
+                return True
+        return False
+
+    async def close(self, timeout_s: float = 10.0) -> None:
         """Stop: rows still waiting fail with :class:`GroupCommitClosed`, and the groups being
-        written are awaited (call before the engine is disposed)."""
+        written are awaited, at most ``timeout_s`` (then cancelled); call it before the
+        engine is disposed."""
         self._closed = True
         waiting, self._waiting = self._waiting, []
-        for _, future, _ in waiting:
-            if not future.done():
-                future.set_exception(GroupCommitClosed())
+        _settle(waiting, GroupCommitClosed())
         if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+            _, late = await asyncio.wait(self._flushes, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
-    def _next_group(self) -> list[tuple[Row, asyncio.Future[None]]]:
-        """Up to ``max_rows`` waiting rows whose requests still wait for them."""
-        expired_before = (self._clock() - self.deadline_s if self.deadline_s is not None
-                          else None)
-        group: list[tuple[Row, asyncio.Future[None]]] = []
-        taken = 0
-        for row, future, queued_at in self._waiting:
-            if len(group) >= self.max_rows:
-                break
-            taken += 1
-            if future.done():  # its request was cancelled
-                continue
-            if expired_before is not None and queued_at < expired_before:
-                self.rows_expired_total += 1
-                future.set_exception(TimeoutError())
-                continue
-            group.append((row, future))
-        del self._waiting[:taken]
+    def _next_group(self) -> list[Entry]:
+        group, self._waiting = self._waiting[:self.max_rows], self._waiting[self.max_rows:]
         return group
 
-    async def _write(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
+    async def _write(self, group: list[Entry]) -> None:
         async with self._connect() as conn:
             await conn.execute(INSERT_TASKS, *(list(column) for column in
                                                zip(*(row for row, _ in group), strict=True)))
@@ -129,7 +135,7 @@ class GroupCommit:
         finally:
             self._running -= 1
 
-    async def _write_group(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
+    async def _write_group(self, group: list[Entry]) -> None:
         try:
             await self._write(group)
         except ROW_REFUSED as exc:
@@ -148,7 +154,7 @@ class GroupCommit:
         self.rows_total += len(group)
         _settle(group, None)
 
-    async def _write_one_by_one(self, group: list[tuple[Row, asyncio.Future[None]]]) -> None:
+    async def _write_one_by_one(self, group: list[Entry]) -> None:
         """A row of ``group`` was refused: each row in a transaction of its own."""
         for index, entry in enumerate(group):
             try:
@@ -167,10 +173,22 @@ class GroupCommit:
             _settle([entry], None)
 
 
-def _settle(group: list[tuple[Row, asyncio.Future[None]]], error: BaseException | None) -> None:
+def _settle(group: list[Entry], error: BaseException | None) -> None:
+    """Answer each request of ``group``: each gets its own copy of ``error``, since an
+    exception raised in many requests would gather all their tracebacks (and frames)."""
     for _, future in group:
         if not future.done():
             if error is None:
                 future.set_result(None)
             else:
-                future.set_exception(error)
+                future.set_exception(_own_copy(error))
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    try:
+        copied = copy.copy(error)
+    except Exception:  # an exception that cannot be copied is shared
+        return error
+    copied.__cause__, copied.__context__ = error.__cause__, error.__context__
+    copied.__traceback__ = None
+    return copied

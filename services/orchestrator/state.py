@@ -125,11 +125,12 @@ class AppState:
                 breaker.release_probe()
             raise
         except ROW_REFUSED:
-            # PostgreSQL refused a value or a constraint: it is up, and the fault is the
-            # statement's, not the database's; no breaker failure, no 503 (group commit retries
-            # the group's rows one by one; anywhere else it is the service's 500)
+            # PostgreSQL refused a value or a constraint: the fault is the statement's, not the
+            # database's; no breaker failure and no 503, but no success either (that would
+            # close a breaker opened meanwhile): as a client error, it frees a probe's slot.
+            # Group commit retries the group's rows one by one; the routes answer 422
             if breaker is not None:
-                breaker.record_success()
+                breaker.release_probe()
             raise
         except DB_FAILURES as exc:
             if breaker is None and not timeout:

@@ -17,11 +17,12 @@ def render(content: Any) -> bytes:
 
 def validation_body(errors: Any) -> bytes:
     """The 422 body: FastAPI's, ``{"detail": [errors]}``. An error's ``input`` echoes what the
-    client sent, which JSON may not be able to carry back (NaN, a lone surrogate): FastAPI
-    would then fail with a 500; here those errors go without their ``input``."""
-    detail = jsonable_encoder(errors)
+    client sent, which JSON may not be able to carry back (NaN, a lone surrogate, bytes that
+    are not UTF-8, nesting too deep to encode): FastAPI would then fail with a 500; here the
+    errors then go without their ``input``, all of them."""
     try:
-        return render({"detail": detail})
-    except (ValueError, UnicodeEncodeError):
-        return render({"detail": [{key: value for key, value in error.items() if key != "input"}
-                                  for error in detail]})
+        return render({"detail": jsonable_encoder(errors)})
+    except (ValueError, RecursionError):  # UnicodeEncodeError/DecodeError are ValueErrors
+        return render({"detail": jsonable_encoder(
+            [{key: value for key, value in error.items() if key != "input"}
+             for error in errors])})

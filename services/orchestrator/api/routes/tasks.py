@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ...groupcommit import GroupCommitClosed
+from ...groupcommit import ROW_REFUSED, GroupCommitClosed
 from ...state import AppState
 from ..deps import StateDep
 
@@ -43,9 +43,19 @@ async def insert_task(state: AppState, task_id: uuid.UUID, persona_id: str, task
             raise HTTPException(503, "database timed out", headers={"Retry-After": "1"}) from None
         except GroupCommitClosed:
             raise HTTPException(503, "service stopping", headers={"Retry-After": "1"}) from None
+        except ROW_REFUSED as exc:
+            raise _refused(exc) from exc
         return
-    async with state.db() as conn:
-        await conn.execute(INSERT_TASK, task_id, persona_id, task_type, payload)
+    try:
+        async with state.db() as conn:
+            await conn.execute(INSERT_TASK, task_id, persona_id, task_type, payload)
+    except ROW_REFUSED as exc:
+        raise _refused(exc) from exc
+
+
+def _refused(exc: BaseException) -> HTTPException:
+    """A value ``TaskIn`` let through and PostgreSQL refused: still the request's fault."""
+    return HTTPException(422, f"the database refused a value of the task: {exc}")
 
 
 def _unstorable(text: str) -> str | None:
@@ -59,6 +69,13 @@ def _unstorable(text: str) -> str | None:
         except UnicodeEncodeError:
             return "a lone surrogate (\\ud800-\\udfff)"
     return None
+
+
+def _storable_query(value: str | None) -> str | None:
+    why = _unstorable(value) if value is not None else None
+    if why is not None:
+        raise _refuse("the text", why)
+    return value
 
 
 def _refuse(where: str, why: str) -> PydanticCustomError:
@@ -160,7 +177,9 @@ async def get_task(task_id: uuid.UUID, state: StateDep) -> TaskOut:
 
 
 @router.get("/tasks", response_model=list[TaskSummary])
-async def list_tasks(state: StateDep, persona_id: Annotated[str | None, Query(max_length=64)] = None,
+async def list_tasks(state: StateDep,
+                     persona_id: Annotated[str | None, Query(max_length=64),
+                                           AfterValidator(_storable_query)] = None,
                      limit: Annotated[int, Query(ge=1)] = 20) -> list[TaskSummary]:
     """Newest tasks first, optionally for one persona; the limit is capped."""
     capped = min(limit, state.settings.list_limit_max)
