@@ -292,3 +292,65 @@ def test_close_fails_waiting_rows_and_waits_for_the_group_being_written(
         await conn.close()
 
     asyncio.run(main())
+
+
+def test_close_cancels_a_group_that_does_not_finish_and_its_requests_learn_why() -> None:
+    async def main() -> None:
+        @asynccontextmanager
+        async def hanging() -> AsyncIterator[Any]:
+            await asyncio.sleep(3600)
+            yield
+
+        group = GroupCommit(hanging, flushers=1, max_rows=10)
+        stuck = asyncio.ensure_future(group.insert(_row()))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(group.close(timeout_s=0.1), 5)
+        # the service's 503 "stopping", not a cancellation (which uvicorn would answer 500)
+        with pytest.raises(GroupCommitClosed):
+            await stuck
+
+    asyncio.run(main())
+
+
+def test_a_failed_group_keeps_no_request_alive_through_its_error() -> None:
+    """Each request gets its own copy of the group's error, and the failed statement's frames
+    (which hold the group) are cleared: keeping one request's error keeps no other's data."""
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    async def main() -> tuple[BaseException, list[weakref.ref[Payload]]]:
+        class Dead:
+            async def execute(self, *args: Any) -> None:
+                raise OSError("connection reset")
+
+        @asynccontextmanager
+        async def wrapping() -> AsyncIterator[Any]:
+            # as AppState.db: the driver's error, raised in the group's statement (whose frame
+            # holds the group), becomes the cause of the service's own
+            try:
+                yield Dead()
+            except OSError as exc:
+                raise ConnectionError("database unavailable") from exc
+
+        group = GroupCommit(wrapping, flushers=1, max_rows=10)
+        refs: list[weakref.ref[Payload]] = []
+
+        async def request() -> BaseException:
+            data = Payload()  # stands for the request's body, held by its frame
+            refs.append(weakref.ref(data))
+            try:
+                await group.insert(_row())
+            except ConnectionError as exc:
+                return exc
+            raise AssertionError("the group should have failed")
+
+        errors = await asyncio.gather(*(request() for _ in range(4)))
+        return errors[0], refs
+
+    kept, refs = asyncio.run(main())
+    gc.collect()
+    assert isinstance(kept.__cause__, OSError)
+    assert sum(ref() is not None for ref in refs) <= 1

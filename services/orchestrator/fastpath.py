@@ -68,19 +68,19 @@ def _json_body(scope: Scope) -> bool:
     return False
 
 
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that gives ``body`` (already read) again, then waits for the client to
-    go, as the server's own would."""
-    sent = False
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (already read) again, then the server's own
+    (which tells when the client goes)."""
+    replayed = False
 
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay
 
 
 class FastPath:
@@ -96,7 +96,7 @@ class FastPath:
                 scope["route"] = SUBMIT_ROUTE
                 body = await self._guard(self._submit(receive, send), send)
                 if body is not None:
-                    await self.app(scope, _replay(body), send)
+                    await self.app(scope, _replay(body, receive), send)
                 return
             if method == "GET" and path.startswith("/task/") and path.count("/") == 2 \
                     and len(path) > len("/task/"):

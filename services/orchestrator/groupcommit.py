@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -45,8 +46,9 @@ class GroupCommit:
     A row waits for its group to start at most ``deadline_s`` (the request deadline; with a
     database that stalls, rows would otherwise queue without bound): then it is taken out and
     its request fails with ``TimeoutError``. Once its group is being written, it waits for
-    the group's outcome, which ``connect``'s own deadline bounds. A request cancelled while
-    its row waits takes it out too. Single event loop only."""
+    the group's outcome, which ``connect``'s own deadline bounds (each row's, when a refused
+    row makes the group write its rows one by one). A request cancelled while its row waits
+    takes it out too. Single event loop only."""
 
     def __init__(self, connect: Callable[[], AbstractAsyncContextManager[Any]], *,
                  flushers: int, max_rows: int, deadline_s: float | None = None) -> None:
@@ -115,7 +117,7 @@ class GroupCommit:
             for task in late:
                 task.cancel()
             if late:
-                await asyncio.wait(late)
+                await asyncio.wait(late, timeout=1.0)
 
     def _next_group(self) -> list[Entry]:
         group, self._waiting = self._waiting[:self.max_rows], self._waiting[self.max_rows:]
@@ -174,14 +176,21 @@ class GroupCommit:
 
 
 def _settle(group: list[Entry], error: BaseException | None) -> None:
-    """Answer each request of ``group``: each gets its own copy of ``error``, since an
-    exception raised in many requests would gather all their tracebacks (and frames)."""
+    """Answer each request of ``group``. Each gets its own copy of ``error``, since an
+    exception raised in many requests would gather all their tracebacks (and frames), and
+    the frames of the failed statement are cleared of their locals (the copies share its
+    cause, whose traceback would otherwise hold the whole group). A cancelled flush (the
+    service stopping) answers :class:`GroupCommitClosed`."""
+    if error is not None and not isinstance(error, Exception):
+        error = GroupCommitClosed()
     for _, future in group:
         if not future.done():
             if error is None:
                 future.set_result(None)
             else:
                 future.set_exception(_own_copy(error))
+    if error is not None:
+        _clear_frames(error)
 
 
 def _own_copy(error: BaseException) -> BaseException:
@@ -190,5 +199,18 @@ def _own_copy(error: BaseException) -> BaseException:
     except Exception:  # an exception that cannot be copied is shared
         return error
     copied.__cause__, copied.__context__ = error.__cause__, error.__context__
+    copied.__suppress_context__ = error.__suppress_context__
     copied.__traceback__ = None
     return copied
+
+
+def _clear_frames(error: BaseException) -> None:
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending.extend((current.__cause__, current.__context__))

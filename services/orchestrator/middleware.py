@@ -86,14 +86,13 @@ class ServiceMiddleware:
                     self.admission.dropped_total += 1
                     self.telemetry.rate_limited.inc()
                     self.telemetry.admission_shed.labels("queue").inc()
-                if status < 400 or status in (429, 503):
+                if status < 400 or status == 429:
                     # the admitted request's time in the service is what admission control
                     # watches: a queue anywhere in the process (the event loop, the bulkhead,
                     # a group commit) shows in it. Only requests that went through it count:
-                    # a quick 404 or 422 says nothing of the queue. A drop (429) or a 503
-                    # (past the deadline, or the database down) shows its time, but is no
-                    # completion
-                    self.admission.observe(elapsed, completed=status < 400)
+                    # a quick 404, 422 or 503 (circuit open) says nothing of the queue and
+                    # would hide it. A drop (429) shows its wait, but is no completion
+                    self.admission.observe(elapsed, completed=status != 429)
             self.telemetry.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

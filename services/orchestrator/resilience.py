@@ -42,8 +42,8 @@ class AdaptiveLimit:
     429 before any work). The limit is revised from each admitted request's time in the
     service, one sample per request as it ends (:meth:`observe`; any queue in the process,
     the event loop's, the bulkhead's or a group commit's, shows in it; the middleware samples
-    the requests answered below 400, the drops and the 503s, not a quick 404 or 422, which
-    would hide a queue from the test below; only those below 400 are completions), in windows of at least
+    the requests answered below 400 and the drops, not a quick 404, 422 or 503, which would
+    hide a queue from the test below; the drops are no completions), in windows of at least
     ``window_s`` seconds and ``min_samples`` samples (the first sample after an idle spell
     opens a window):
 

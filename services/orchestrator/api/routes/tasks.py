@@ -54,8 +54,10 @@ async def insert_task(state: AppState, task_id: uuid.UUID, persona_id: str, task
 
 
 def _refused(exc: BaseException) -> HTTPException:
-    """A value ``TaskIn`` let through and PostgreSQL refused: still the request's fault."""
-    return HTTPException(422, f"the database refused a value of the task: {exc}")
+    """A value ``TaskIn`` let through and PostgreSQL refused: the request's fault, said with
+    the SQLSTATE only (PostgreSQL's message may quote other rows' keys)."""
+    return HTTPException(422, "the database refused a value of the task (SQLSTATE "
+                              f"{getattr(exc, 'sqlstate', None) or 'unknown'})")
 
 
 def _unstorable(text: str) -> str | None:
