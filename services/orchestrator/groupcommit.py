@@ -14,7 +14,7 @@ import asyncio
 import copy
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -25,6 +25,7 @@ INSERT_TASKS = ("INSERT INTO tasks (id, persona_id, task_type, payload) "
 
 Row = tuple[uuid.UUID, str, str, str | None]
 Entry = tuple[Row, "asyncio.Future[None]"]
+Waiting = tuple[Row, "asyncio.Future[None]", float]  # and when it was queued (loop time)
 
 # PostgreSQL refused a value (class 22, data exception) or a constraint (class 23): a fault of
 # one row, which must not fail the others of its group
@@ -44,8 +45,8 @@ class GroupCommit:
     the group's rows are written one by one, and only the refused row's request fails.
 
     A row waits for its group to start at most ``deadline_s`` (the request deadline; with a
-    database that stalls, rows would otherwise queue without bound): then it is taken out and
-    its request fails with ``TimeoutError``. Once its group is being written, it waits for
+    database that stalls, rows would otherwise queue without bound): then one timer takes it
+    out and its request fails with ``TimeoutError``. Once its group is being written, it waits for
     the group's outcome, which ``connect``'s own deadline bounds (each row's, when a refused
     row makes the group write its rows one by one). A request cancelled while its row waits
     takes it out too. Single event loop only."""
@@ -58,7 +59,8 @@ class GroupCommit:
         self.flushers = flushers
         self.max_rows = max_rows
         self.deadline_s = deadline_s or None
-        self._waiting: list[Entry] = []
+        self._waiting: list[Waiting] = []
+        self._watchdog: asyncio.TimerHandle | None = None
         # flushers running: counted by the flush itself, not by its task's done callback,
         # which runs a turn later (a row queued meanwhile would find no flusher)
         self._running = 0
@@ -69,49 +71,61 @@ class GroupCommit:
         self.rows_refused_total = 0
         self.rows_expired_total = 0
 
-    async def insert(self, row: Row) -> None:
-        """Store ``row`` with the next group; returns once its group committed, or raises the
+    def insert(self, row: Row) -> Awaitable[None]:
+        """Queue ``row``; the result is done once its group committed, or fails with the
         group's error (``TimeoutError`` after waiting ``deadline_s`` for a group,
-        :class:`GroupCommitClosed` when the service stops first)."""
-        if self._closed:
-            raise GroupCommitClosed()
+        :class:`GroupCommitClosed` when the service stops first). Awaited directly, so a
+        cancelled request cancels it, and a cancelled row is left out of its group."""
         loop = asyncio.get_running_loop()
-        entry: Entry = (row, loop.create_future())
-        self._waiting.append(entry)
+        future: asyncio.Future[None] = loop.create_future()
+        if self._closed:
+            future.set_exception(GroupCommitClosed())
+            return future
+        now = loop.time()
+        self._waiting.append((row, future, now))
+        if self.deadline_s is not None and self._watchdog is None:
+            # one timer for all waiting rows, not one per request: the hottest route pays for
+            # no timer nor shield of its own (at 3,000 req/s no difference was measurable
+            # above the host's noise either way)
+            self._watchdog = loop.call_at(now + self.deadline_s, self._expire)
         if self._running < self.flushers:
             self._running += 1
             task = loop.create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        try:
-            async with asyncio.timeout(self.deadline_s):
-                # shielded: a deadline or a cancellation must not settle the shared outcome
-                await asyncio.shield(entry[1])
-        except TimeoutError:
-            if self._take_out(entry):
-                self.rows_expired_total += 1
-                raise
-            await entry[1]  # its group is being written (or failed): the group's outcome
-        except asyncio.CancelledError:
-            self._take_out(entry)  # left in only if its group is being written already
-            raise
+        return future
 
-    def _take_out(self, entry: Entry) -> bool:
-        """Remove ``entry`` if it still waits for a group (True), else False."""
-        for index, waiting in enumerate(self._waiting):
-            if waiting is entry:
-                del self._waiting[index]
-                entry[1].cancel()
-                return True
-        return False
+    def _expire(self) -> None:
+        """Fail the rows that waited ``deadline_s`` for a group; wake again for the oldest
+        one left."""
+        self._watchdog = None
+        assert self.deadline_s is not None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.deadline_s
+        kept: list[Waiting] = []
+        for waiting in self._waiting:
+            future = waiting[1]
+            if future.done():  # its request was cancelled
+                continue
+            if waiting[2] <= cutoff:
+                self.rows_expired_total += 1
+                future.set_exception(TimeoutError())
+            else:
+                kept.append(waiting)
+        self._waiting = kept
+        if kept:
+            self._watchdog = loop.call_at(kept[0][2] + self.deadline_s, self._expire)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop: rows still waiting fail with :class:`GroupCommitClosed`, and the groups being
         written are awaited, at most ``timeout_s`` (then cancelled); call it before the
         engine is disposed."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         waiting, self._waiting = self._waiting, []
-        _settle(waiting, GroupCommitClosed())
+        _settle([(row, future) for row, future, _ in waiting], GroupCommitClosed())
         if self._flushes:
             _, late = await asyncio.wait(self._flushes, timeout=timeout_s)
             for task in late:
@@ -120,8 +134,10 @@ class GroupCommit:
                 await asyncio.wait(late, timeout=1.0)
 
     def _next_group(self) -> list[Entry]:
-        group, self._waiting = self._waiting[:self.max_rows], self._waiting[self.max_rows:]
-        return group
+        """Up to ``max_rows`` waiting rows whose requests still wait for them."""
+        taken = self._waiting[:self.max_rows]
+        del self._waiting[:self.max_rows]
+        return [(row, future) for row, future, _ in taken if not future.done()]
 
     async def _write(self, group: list[Entry]) -> None:
         async with self._connect() as conn:
